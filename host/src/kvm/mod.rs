@@ -1,0 +1,192 @@
+//! The KVM side: the VM (memory slots, in-kernel IRQ chip and PIT, irqfds) and vCPU setup.
+//! All unsafe code of the crate is in [`sys`].
+
+mod regs;
+pub(crate) mod sys;
+
+use kvm_bindings::{CpuId, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY, kvm_pit_config};
+use kvm_ioctls::{Kvm, VcpuFd, VmFd};
+use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::cpuid::CpuPolicy;
+use crate::loader::Entry;
+
+/// The TSS region KVM needs on Intel hosts (three pages just below the BIOS area).
+const KVM_TSS_ADDRESS: usize = 0xfffb_d000;
+
+/// Where the PVM kernel module shows itself.
+const PVM_MODULE: &str = "/sys/module/kvm_pvm";
+
+/// Whether the host's KVM is PVM (software nested virtualization).
+pub fn pvm_host() -> bool {
+    std::path::Path::new(PVM_MODULE).exists()
+}
+
+/// Why the VM or a vCPU could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum KvmError {
+    /// `/dev/kvm` could not be opened.
+    #[error("cannot open /dev/kvm")]
+    Open(#[source] kvm_ioctls::Error),
+    /// `KVM_CREATE_VM` failed.
+    #[error("cannot create the VM")]
+    CreateVm(#[source] kvm_ioctls::Error),
+    /// Guest memory could not be mapped.
+    #[error("cannot map guest memory")]
+    Memory(#[source] vm_memory::mmap::FromRangesError),
+    /// A memory slot could not be registered.
+    #[error("cannot register guest memory with KVM")]
+    MemoryRegion(#[source] kvm_ioctls::Error),
+    /// `KVM_CREATE_IRQCHIP` failed.
+    #[error("cannot create the in-kernel IRQ chip")]
+    IrqChip(#[source] kvm_ioctls::Error),
+    /// `KVM_CREATE_PIT2` failed.
+    #[error("cannot create the in-kernel PIT")]
+    Pit(#[source] kvm_ioctls::Error),
+    /// An eventfd could not be created.
+    #[error("cannot create an eventfd")]
+    EventFd(#[source] std::io::Error),
+    /// `KVM_IRQFD` failed.
+    #[error("cannot register the irqfd for GSI {gsi}")]
+    Irqfd {
+        /// The interrupt line.
+        gsi: u32,
+        /// The KVM error.
+        #[source]
+        source: kvm_ioctls::Error,
+    },
+    /// `KVM_GET_SUPPORTED_CPUID` failed.
+    #[error("cannot read the supported CPUID")]
+    SupportedCpuid(#[source] kvm_ioctls::Error),
+    /// The CPUID or MSR list does not fit KVM's limit.
+    #[error("CPUID or MSR list has too many entries")]
+    TooManyEntries,
+    /// One step of vCPU setup failed.
+    #[error("vCPU {id}: cannot {step}")]
+    Vcpu {
+        /// vCPU index.
+        id: u32,
+        /// The step (`create`, `set CPUID`, `set registers` ...).
+        step: &'static str,
+        /// The KVM error.
+        #[source]
+        source: kvm_ioctls::Error,
+    },
+}
+
+/// A VM with its guest memory. The VM file is declared (and so dropped) before the memory it
+/// points into; both stay open for the life of the process.
+pub(crate) struct Vm {
+    _fd: VmFd,
+    /// KVM points into this mapping.
+    _memory: GuestMemoryMmap,
+    _kvm: Kvm,
+}
+
+/// A built VM: the VM, its vCPUs (set up to start at the entry) and the serial irqfd.
+pub(crate) struct Built {
+    pub vm: Vm,
+    pub vcpus: Vec<VcpuFd>,
+    pub serial_irq: EventFd,
+}
+
+impl Vm {
+    /// Creates the VM with `memory`, the in-kernel IRQ chip and PIT, an irqfd for `serial_gsi`,
+    /// and `cpus` vCPUs set up by `policy` to start at `entry`.
+    ///
+    /// Registering guest memory makes KVM wait for its internal synchronisation, which takes
+    /// milliseconds on a busy host; nothing else here needs the memory, so it is registered on a
+    /// helper thread while the rest is set up.
+    pub(crate) fn build(
+        memory: GuestMemoryMmap,
+        cpus: u32,
+        policy: &CpuPolicy,
+        entry: Entry,
+        serial_gsi: u32,
+    ) -> Result<Built, KvmError> {
+        let kvm = Kvm::new().map_err(KvmError::Open)?;
+        let fd = kvm.create_vm().map_err(KvmError::CreateVm)?;
+        if let Err(error) = fd.set_tss_address(KVM_TSS_ADDRESS) {
+            tracing::debug!(%error, "KVM_SET_TSS_ADDR refused");
+        }
+        let (registered, rest) = std::thread::scope(|scope| {
+            let helper = std::thread::Builder::new()
+                .name("sakshi-memslot".into())
+                .stack_size(64 * 1024)
+                .spawn_scoped(scope, || sys::register_guest_memory(&fd, &memory));
+            let rest = Self::devices_and_vcpus(&kvm, &fd, cpus, policy, entry, serial_gsi);
+            let registered = match helper {
+                Ok(handle) => handle
+                    .join()
+                    .unwrap_or_else(|_| Err(kvm_ioctls::Error::new(libc::EIO))),
+                // No thread: register here.
+                Err(_) => sys::register_guest_memory(&fd, &memory),
+            };
+            (registered, rest)
+        });
+        registered.map_err(KvmError::MemoryRegion)?;
+        let (vcpus, serial_irq) = rest?;
+        Ok(Built {
+            vm: Self {
+                _fd: fd,
+                _memory: memory,
+                _kvm: kvm,
+            },
+            vcpus,
+            serial_irq,
+        })
+    }
+
+    fn devices_and_vcpus(
+        kvm: &Kvm,
+        fd: &VmFd,
+        cpus: u32,
+        policy: &CpuPolicy,
+        entry: Entry,
+        serial_gsi: u32,
+    ) -> Result<(Vec<VcpuFd>, EventFd), KvmError> {
+        fd.create_irq_chip().map_err(KvmError::IrqChip)?;
+        let pit = kvm_pit_config {
+            flags: KVM_PIT_SPEAKER_DUMMY,
+            ..Default::default()
+        };
+        fd.create_pit2(pit).map_err(KvmError::Pit)?;
+        let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(KvmError::EventFd)?;
+        fd.register_irqfd(&serial_irq, serial_gsi)
+            .map_err(|source| KvmError::Irqfd {
+                gsi: serial_gsi,
+                source,
+            })?;
+        let supported = kvm
+            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+            .map_err(KvmError::SupportedCpuid)?;
+        let vcpus = (0..cpus)
+            .map(|id| Self::create_vcpu(fd, id, cpus, &supported, policy, entry))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((vcpus, serial_irq))
+    }
+
+    /// Creates vCPU `id` of `cpus` and sets it up to start at `entry`.
+    fn create_vcpu(
+        fd: &VmFd,
+        id: u32,
+        cpus: u32,
+        supported: &CpuId,
+        policy: &CpuPolicy,
+        entry: Entry,
+    ) -> Result<VcpuFd, KvmError> {
+        let vcpu = fd
+            .create_vcpu(u64::from(id))
+            .map_err(|source| KvmError::Vcpu {
+                id,
+                step: "create",
+                source,
+            })?;
+        let mut entries = supported.as_slice().to_vec();
+        policy.apply(&mut entries, id, cpus);
+        let cpuid = CpuId::from_entries(&entries).map_err(|_| KvmError::TooManyEntries)?;
+        regs::configure(&vcpu, id, &cpuid, entry)?;
+        Ok(vcpu)
+    }
+}
