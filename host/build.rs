@@ -68,8 +68,10 @@ fn main() -> Result<(), BuildError> {
             "panic=abort",
             "-C",
             "relocation-model=static",
+            // Under KVM-PVM every guest instruction is emulated: optimise for instructions
+            // executed, not size (-O3 runs ~10% fewer than -Os up to boot-complete).
             "-C",
-            "opt-level=s",
+            "opt-level=3",
             "-C",
             "codegen-units=1",
             "-C",

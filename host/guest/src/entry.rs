@@ -1,31 +1,39 @@
 //! The two boot entries and the switch to the guest's own 64-bit environment.
 //!
-//! Both entries zero `.bss`, build an identity map of the first 4 GiB with 2 MiB pages, enable
-//! SSE (Rust code may use it), load the guest's own GDT and stack, and call
+//! Under KVM-PVM every guest instruction is emulated, so the entries do as little as possible:
+//! - each prints the first console line (`SAKSHI-TEST-GUEST v1 entry=<kind>`) from its own image
+//!   with one `rep outsb`, before anything else;
+//! - the identity map of the first 4 GiB (2 MiB pages) is prebuilt data in the ELF
+//!   (`.pagetables`, file-backed, so the loader copies it): the entries only load CR3;
+//! - nothing is zeroed at run time: the guest's Rust statics are file-backed too (see
+//!   `linker.ld`), and the stack needs no initial contents.
+//!
+//! Then they load the guest's own GDT, segments and stack and call
 //! `guest_main(entry_kind, boot_info_address)`:
 //! - `linux64_entry` (ELF `e_entry`): 64-bit Linux boot protocol, long mode with paging on,
 //!   `RSI` = `boot_params`; `entry_kind` = 0.
 //! - `pvh_entry` (Xen note `XEN_ELFNOTE_PHYS32_ENTRY`): 32-bit protected mode, paging off,
 //!   `EBX` = `hvm_start_info`; `entry_kind` = 1.
+//!
+//! SSE stays off (CR4.OSFXSR is not set): the guest is built without SSE because the PVM
+//! instruction emulator lacks it.
 
 use core::arch::global_asm;
 
 global_asm!(
     r#"
     .set CR0_PE,  1 << 0
-    .set CR0_MP,  1 << 1
-    .set CR0_EM,  1 << 2
+    .set CR0_ET,  1 << 4
     .set CR0_NE,  1 << 5
     .set CR0_PG,  1 << 31
     .set CR4_PAE, 1 << 5
-    .set CR4_OSFXSR, 1 << 9
-    .set CR4_OSXMMEXCPT, 1 << 10
     .set MSR_EFER, 0xc0000080
     .set EFER_LME, 1 << 8
     .set PTE_PRESENT_RW, 0x3
     .set PDE_2M, 0x83
     .set SEL_CODE64, 0x08
     .set SEL_DATA, 0x10
+    .set COM1_THR, 0x3f8
 
     /* XEN_ELFNOTE_PHYS32_ENTRY (18), name "Xen", 8-byte descriptor (QEMU reads a
      * pointer-sized value, linux-loader the low 32 bits). */
@@ -44,40 +52,13 @@ global_asm!(
     .code32
     .globl pvh_entry
 pvh_entry:
-    cli
     cld
-    movl %ebx, %esi
+    movl $banner_pvh, %esi
+    movl $banner_pvh_end - banner_pvh, %ecx
+    movw $COM1_THR, %dx
+    rep outsb
 
-    /* zero .bss (Rust statics) and the PML4 and PDPT; the PDs are filled entirely below */
-    xorl %eax, %eax
-    movl $__bss_start, %edi
-    movl $__bss_end, %ecx
-    subl %edi, %ecx
-    shrl $2, %ecx
-    rep stosl
-    movl $pml4, %edi
-    movl $2 * 4096 / 4, %ecx
-    rep stosl
-
-    /* PML4[0] -> PDPT; PDPT[0..4] -> PD0..PD3; PD entries map 4 GiB with 2 MiB pages */
-    movl $pdpt + PTE_PRESENT_RW, pml4
-    movl $pd + PTE_PRESENT_RW, pdpt
-    movl $pd + 0x1000 + PTE_PRESENT_RW, pdpt + 8
-    movl $pd + 0x2000 + PTE_PRESENT_RW, pdpt + 16
-    movl $pd + 0x3000 + PTE_PRESENT_RW, pdpt + 24
-    movl $pd, %edi
-    movl $PDE_2M, %eax
-    movl $2048, %ecx
-1:
-    movl %eax, (%edi)
-    movl $0, 4(%edi)
-    addl $0x200000, %eax
-    addl $8, %edi
-    decl %ecx
-    jnz 1b
-
-    movl %cr4, %eax
-    orl $CR4_PAE | CR4_OSFXSR | CR4_OSXMMEXCPT, %eax
+    movl $CR4_PAE, %eax
     movl %eax, %cr4
     movl $pml4, %eax
     movl %eax, %cr3
@@ -85,85 +66,47 @@ pvh_entry:
     rdmsr
     orl $EFER_LME, %eax
     wrmsr
-    movl %cr0, %eax
-    andl $~CR0_EM, %eax
-    orl $CR0_PG | CR0_NE | CR0_MP | CR0_PE, %eax
+    movl $CR0_PG | CR0_NE | CR0_ET | CR0_PE, %eax
     movl %eax, %cr0
     lgdt gdt_ptr
     ljmp $SEL_CODE64, $pvh_long_mode
 
     .code64
 pvh_long_mode:
-    movl $SEL_DATA, %eax
-    movl %eax, %ds
-    movl %eax, %es
-    movl %eax, %ss
-    movl %eax, %fs
-    movl %eax, %gs
-    movq $stack_top, %rsp
-    movl %esi, %esi
+    movl %ebx, %esi
     movl $1, %edi
-    call guest_main
-    jmp park
+    jmp common_64
 
     /* ---- 64-bit Linux boot protocol entry: long mode, RSI = boot_params ---- */
     .globl linux64_entry
 linux64_entry:
-    cli
     cld
-    movq %rsi, %r12
+    movq %rsi, %rbx
+    movl $banner_linux64, %esi
+    movl $banner_linux64_end - banner_linux64, %ecx
+    movw $COM1_THR, %dx
+    rep outsb
 
-    xorl %eax, %eax
-    movl $__bss_start, %edi
-    movl $__bss_end, %ecx
-    subl %edi, %ecx
-    shrl $3, %ecx
-    rep stosq
-    movl $pml4, %edi
-    movl $2 * 4096 / 8, %ecx
-    rep stosq
-
-    movq $stack_top, %rsp
-
-    movl $pdpt + PTE_PRESENT_RW, pml4
-    movl $pd + PTE_PRESENT_RW, pdpt
-    movl $pd + 0x1000 + PTE_PRESENT_RW, pdpt + 8
-    movl $pd + 0x2000 + PTE_PRESENT_RW, pdpt + 16
-    movl $pd + 0x3000 + PTE_PRESENT_RW, pdpt + 24
-    movl $pd, %edi
-    movl $PDE_2M, %eax
-    movl $2048, %ecx
-1:
-    movq %rax, (%rdi)
-    addq $0x200000, %rax
-    addq $8, %rdi
-    decl %ecx
-    jnz 1b
-
-    movq %cr4, %rax
-    orq $CR4_PAE | CR4_OSFXSR | CR4_OSXMMEXCPT, %rax
-    movq %rax, %cr4
-    movq %cr0, %rax
-    andq $~CR0_EM, %rax
-    orq $CR0_NE | CR0_MP, %rax
-    movq %rax, %cr0
     movl $pml4, %eax
     movq %rax, %cr3
     lgdt gdt_ptr
+    movq %rbx, %rsi
+    xorl %edi, %edi
     pushq $SEL_CODE64
-    leaq 2f(%rip), %rax
-    pushq %rax
+    pushq $common_64
     lretq
-2:
+
+    /* Both entries: CS = the guest's 64-bit code segment, ESI/RSI = boot information,
+     * EDI = entry kind. */
+common_64:
+    cli
     movl $SEL_DATA, %eax
     movl %eax, %ds
     movl %eax, %es
     movl %eax, %ss
     movl %eax, %fs
     movl %eax, %gs
-    movq $stack_top, %rsp
-    movq %r12, %rsi
-    xorl %edi, %edi
+    movl $stack_top, %esp
     call guest_main
 
 park:
@@ -177,7 +120,14 @@ park:
 rust_eh_personality:
     ud2
 
-    .section .rodata.gdt, "a", @progbits
+    .section .rodata.entry, "a", @progbits
+banner_pvh:
+    .ascii "SAKSHI-TEST-GUEST v1 entry=pvh\n"
+banner_pvh_end:
+banner_linux64:
+    .ascii "SAKSHI-TEST-GUEST v1 entry=linux64\n"
+banner_linux64_end:
+
     .balign 16
 gdt:
     .quad 0
@@ -189,15 +139,27 @@ gdt_ptr:
     .word gdt_end - gdt - 1
     .quad gdt
 
-    .section .bss.boot, "aw", @nobits
+    /* The identity map of the first 4 GiB with 2 MiB pages, complete at link time. */
+    .section .pagetables, "aw", @progbits
     .balign 4096
 pml4:
-    .skip 4096
+    .quad pdpt + PTE_PRESENT_RW
+    .fill 511, 8, 0
 pdpt:
-    .skip 4096
+    .quad pd + PTE_PRESENT_RW
+    .quad pd + 0x1000 + PTE_PRESENT_RW
+    .quad pd + 0x2000 + PTE_PRESENT_RW
+    .quad pd + 0x3000 + PTE_PRESENT_RW
+    .fill 508, 8, 0
 pd:
-    .skip 4 * 4096
-stack_bottom:
+    .set pde, PDE_2M
+    .rept 4 * 512
+    .quad pde
+    .set pde, pde + 0x200000
+    .endr
+
+    .section .guest_stack, "aw", @nobits
+    .balign 16
     .skip 16384
 stack_top:
 

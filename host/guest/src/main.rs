@@ -26,6 +26,11 @@ const SIGNAL_PORT: u16 = 0x440;
 const SIGNAL_BOOT_COMPLETE: u8 = 0x01;
 const SIGNAL_POWER_OFF: u8 = 0x02;
 
+/// The `marker:` line up to the text; the address is spelled out here (checked below), so that
+/// printing it costs no formatting.
+const MARKER_LINE_PREFIX: &[u8] = b"marker: gpa=0x300000 text=";
+const _: () = assert!(MARKER_GPA == 0x30_0000);
+
 /// Entry kinds passed by the assembly entries.
 const ENTRY_LINUX64: u32 = 0;
 
@@ -64,46 +69,32 @@ impl<'a> Actions<'a> {
     }
 }
 
-/// Called by both entries on the guest's own stack, page tables and GDT.
+/// Called by both entries on the guest's own stack, page tables and GDT, after they printed the
+/// first console line (`SAKSHI-TEST-GUEST v1 entry=<kind>`).
 #[unsafe(no_mangle)]
 extern "C" fn guest_main(entry_kind: u32, boot_info_gpa: u64) -> ! {
     let con = Console;
-    let linux64 = entry_kind == ENTRY_LINUX64;
-    con.line(&[
-        b"SAKSHI-TEST-GUEST v1 entry=",
-        if linux64 { b"linux64" } else { b"pvh" },
-    ]);
-
-    let boot = if linux64 {
+    let boot = if entry_kind == ENTRY_LINUX64 {
         BootInfo::from_boot_params(boot_info_gpa)
     } else {
         BootInfo::from_start_info(boot_info_gpa)
     };
     let Some(boot) = boot else {
-        con.line(&[b"error: bad boot information"]);
+        con.put(b"error: bad boot information\n");
         power_off(con)
     };
 
     let cmdline = boot.cmdline();
-    con.line(&[b"cmdline: ", cmdline]);
+    con.put(b"cmdline: ");
+    con.put(cmdline);
+    con.put(b"\n");
 
-    let mut ram_top_below_4g = 0u64;
     for e in boot.memory_map() {
-        con.put(b"e820: addr=0x");
-        con.hex(e.addr, 16);
-        con.put(b" size=0x");
-        con.hex(e.size, 16);
-        con.put(b" type=");
-        con.dec(u64::from(e.kind));
-        con.put(b"\n");
-        if e.kind == 1 && e.addr < boot::FOUR_GIB {
-            let end = e.addr.saturating_add(e.size).min(boot::FOUR_GIB);
-            ram_top_below_4g = ram_top_below_4g.max(end);
-        }
+        print_map_entry(con, &e);
     }
 
     match boot.initrd() {
-        None => con.line(&[b"initrd: none"]),
+        None => con.put(b"initrd: none\n"),
         Some(initrd) => {
             con.put(b"initrd: addr=0x");
             con.hex(initrd.addr, 0);
@@ -123,37 +114,37 @@ extern "C" fn guest_main(entry_kind: u32, boot_info_gpa: u64) -> ! {
     let actions = Actions::parse(cmdline);
     let marker_len = write_marker(actions.marker.unwrap_or(b"default"));
     bump_counter();
-    con.put(b"marker: gpa=0x");
-    con.hex(MARKER_GPA as u64, 0);
-    con.put(b" text=");
+    con.put(MARKER_LINE_PREFIX);
     // SAFETY: write_marker just wrote `marker_len` bytes at MARKER_GPA, which is identity-mapped
     // RAM that nothing else in the guest references.
     con.put(unsafe { core::slice::from_raw_parts(MARKER_GPA as *const u8, marker_len) });
     con.put(b"\n");
 
     if let Some(trace) = actions.trace {
-        con.line(&[b"trace: ", trace]);
+        con.put(b"trace: ");
+        con.put(trace);
+        con.put(b"\n");
     }
 
-    con.line(&[b"boot-complete"]);
+    con.put(b"boot-complete\n");
     io::outb(SIGNAL_PORT, SIGNAL_BOOT_COMPLETE);
 
     if actions.mmio_garbage {
-        mmio_garbage(ram_top_below_4g);
-        con.line(&[b"mmio: garbage done"]);
+        mmio_garbage(&boot);
+        con.put(b"mmio: garbage done\n");
     }
     if actions.fault_triple {
-        con.line(&[b"fault: triple"]);
+        con.put(b"fault: triple\n");
         io::triple_fault();
     }
     if actions.run_spin {
-        con.line(&[b"run: spin"]);
+        con.put(b"run: spin\n");
         loop {
             bump_counter();
         }
     }
     if actions.exit_reboot {
-        con.line(&[b"exit: reboot"]);
+        con.put(b"exit: reboot\n");
         io::outb(0x64, 0xfe);
         io::park();
     }
@@ -162,8 +153,52 @@ extern "C" fn guest_main(entry_kind: u32, boot_info_gpa: u64) -> ! {
     power_off(con)
 }
 
+/// An `e820:` line, its fixed text in place: printing an entry fills in the numbers and writes
+/// the line with one `rep outsb`.
+#[repr(C)]
+struct MapLine {
+    addr_label: [u8; 13],
+    addr: [[u8; 2]; 8],
+    size_label: [u8; 8],
+    size: [[u8; 2]; 8],
+    type_label: [u8; 6],
+    /// The type when it is a single digit, and `\n`.
+    kind: [u8; 2],
+}
+
+static mut MAP_LINE: MapLine = MapLine {
+    addr_label: *b"e820: addr=0x",
+    addr: [[b'0'; 2]; 8],
+    size_label: *b" size=0x",
+    size: [[b'0'; 2]; 8],
+    type_label: *b" type=",
+    kind: *b"0\n",
+};
+
+fn print_map_entry(con: Console, e: &boot::MapEntry) {
+    let line = &raw mut MAP_LINE;
+    // SAFETY: the guest runs on one vCPU and nothing else references MAP_LINE; `MapLine` is
+    // all bytes (no padding), so viewing it as a byte slice is sound.
+    unsafe {
+        (*line).addr = io::hex16(e.addr);
+        (*line).size = io::hex16(e.size);
+        let single_digit = e.kind < 10;
+        if single_digit {
+            (*line).kind[0] = b'0' + e.kind as u8;
+        }
+        let bytes = core::slice::from_raw_parts(line.cast::<u8>(), core::mem::size_of::<MapLine>());
+        if single_digit {
+            con.put(bytes);
+        } else {
+            con.put(&bytes[..bytes.len() - 2]);
+            con.dec(e.kind);
+            con.put(b"\n");
+        }
+    }
+}
+
 fn power_off(con: Console) -> ! {
-    con.line(&[b"exit: halt"]);
+    con.put(b"exit: halt\n");
     io::outb(SIGNAL_PORT, SIGNAL_POWER_OFF);
     io::park()
 }
@@ -172,14 +207,26 @@ fn power_off(con: Console) -> ! {
 fn write_marker(value: &[u8]) -> usize {
     let value = &value[..value.len().min(MARKER_VALUE_MAX)];
     let dst = MARKER_GPA as *mut u8;
-    let mut n = 0;
-    for b in MARKER_PREFIX.iter().chain(value).chain(&[0u8]) {
-        // SAFETY: MARKER_GPA..COUNTER_GPA is identity-mapped guest RAM reserved for the marker by
-        // the contract; `n` stays below COUNTER_GPA - MARKER_GPA by the MARKER_VALUE_MAX bound.
-        unsafe { dst.add(n).write_volatile(*b) };
-        n += 1;
-    }
-    n - 1
+    // SAFETY: MARKER_GPA..COUNTER_GPA is identity-mapped guest RAM that the contract reserves
+    // for the marker (the VMM puts no boot data there) and nothing else in the guest references;
+    // prefix + value + NUL fit in it by the MARKER_VALUE_MAX bound. `rep movsb` copies forward
+    // (DF is clear) from the image and from the command line.
+    unsafe {
+        core::arch::asm!(
+            "rep movsb",
+            "mov rsi, {value}",
+            "mov rcx, {value_len}",
+            "rep movsb",
+            "mov byte ptr [rdi], 0",
+            value = in(reg) value.as_ptr(),
+            value_len = in(reg) value.len(),
+            inout("rdi") dst => _,
+            inout("rsi") MARKER_PREFIX.as_ptr() => _,
+            inout("rcx") MARKER_PREFIX.len() => _,
+            options(nostack, preserves_flags)
+        )
+    };
+    MARKER_PREFIX.len() + value.len()
 }
 
 fn bump_counter() {
@@ -189,7 +236,14 @@ fn bump_counter() {
 }
 
 /// Writes to I/O ports and MMIO that no device should claim (see CONTRACTS.md).
-fn mmio_garbage(ram_top_below_4g: u64) {
+fn mmio_garbage(boot: &BootInfo) {
+    let mut ram_top_below_4g = 0u64;
+    for e in boot.memory_map() {
+        if e.kind == 1 && e.addr < boot::FOUR_GIB {
+            let end = e.addr.saturating_add(e.size).min(boot::FOUR_GIB);
+            ram_top_below_4g = ram_top_below_4g.max(end);
+        }
+    }
     io::outb(0x0777, 0xa5);
     io::outw(0x5a5a, 0xdead);
     io::outl(0xe0e0, 0xdead_beef);
@@ -208,23 +262,48 @@ fn mmio_garbage(ram_top_below_4g: u64) {
 
 /// FNV-1a, 32-bit (offset basis 0x811c9dc5, prime 0x01000193).
 ///
-/// Reads eight bytes per load: under KVM-PVM every guest instruction is emulated, so fewer
-/// memory accesses and branches per byte matter.
+/// Under KVM-PVM every guest instruction is emulated, so this costs instructions per byte: the
+/// loop reads eight bytes per load and folds each byte in with two instructions (`xor` into the
+/// low byte of the hash is exactly `h ^ byte`, then `imul`).
 fn fnv1a32(bytes: &[u8]) -> u32 {
     const PRIME: u32 = 0x0100_0193;
     let mut h: u32 = 0x811c_9dc5;
     let (words, tail) = bytes.as_chunks::<8>();
-    for word in words {
-        let w = u64::from_le_bytes(*word);
-        // Unrolled by hand: opt-level=s keeps loops rolled.
-        h = (h ^ u32::from(w as u8)).wrapping_mul(PRIME);
-        h = (h ^ u32::from((w >> 8) as u8)).wrapping_mul(PRIME);
-        h = (h ^ u32::from((w >> 16) as u8)).wrapping_mul(PRIME);
-        h = (h ^ u32::from((w >> 24) as u8)).wrapping_mul(PRIME);
-        h = (h ^ u32::from((w >> 32) as u8)).wrapping_mul(PRIME);
-        h = (h ^ u32::from((w >> 40) as u8)).wrapping_mul(PRIME);
-        h = (h ^ u32::from((w >> 48) as u8)).wrapping_mul(PRIME);
-        h = (h ^ u32::from((w >> 56) as u8)).wrapping_mul(PRIME);
+    if !words.is_empty() {
+        // SAFETY: reads `words.len()` 8-byte chunks from `words`; registers only otherwise.
+        unsafe {
+            core::arch::asm!(
+                "2:",
+                "mov {w}, qword ptr [{p}]",
+                "xor al, {w:l}",
+                "imul eax, eax, 0x01000193",
+                "xor al, {w:h}",
+                "imul eax, eax, 0x01000193",
+                "shr {w}, 16",
+                "xor al, {w:l}",
+                "imul eax, eax, 0x01000193",
+                "xor al, {w:h}",
+                "imul eax, eax, 0x01000193",
+                "shr {w}, 16",
+                "xor al, {w:l}",
+                "imul eax, eax, 0x01000193",
+                "xor al, {w:h}",
+                "imul eax, eax, 0x01000193",
+                "shr {w}, 16",
+                "xor al, {w:l}",
+                "imul eax, eax, 0x01000193",
+                "xor al, {w:h}",
+                "imul eax, eax, 0x01000193",
+                "add {p}, 8",
+                "cmp {p}, {end}",
+                "jne 2b",
+                p = inout(reg) words.as_ptr() => _,
+                end = in(reg) words.as_ptr_range().end,
+                w = out(reg_abcd) _,
+                inout("eax") h,
+                options(nostack, readonly)
+            )
+        };
     }
     for b in tail {
         h = (h ^ u32::from(*b)).wrapping_mul(PRIME);
@@ -234,6 +313,6 @@ fn fnv1a32(bytes: &[u8]) -> u32 {
 
 #[panic_handler]
 fn panic(_: &core::panic::PanicInfo) -> ! {
-    Console.line(&[b"error: guest panic"]);
+    Console.put(b"error: guest panic\n");
     io::park()
 }
