@@ -174,6 +174,11 @@ impl Timeline {
             .map(|req| (self.start_mono_ns + t_us * 1000).saturating_sub(req) / 1000)
     }
 
+    /// Closes the events fd: no further events (the final `exited` event has been written).
+    pub(crate) fn close_events(&self) {
+        self.out.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+
     /// Writes one event line (one `write` call). A closed events fd is logged once, then ignored.
     pub(crate) fn emit(&self, kind: EventKind) {
         self.emit_at(self.now_us(), kind);

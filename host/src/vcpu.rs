@@ -199,13 +199,13 @@ pub(crate) fn run(id: u32, mut vcpu: VcpuFd, shared: Arc<VcpuShared>) -> VcpuFd 
 }
 
 fn handle_exit(shared: &VcpuShared, exit: VcpuExit<'_>) -> Flow {
+    let mut devices = shared.devices.lock().unwrap_or_else(|e| e.into_inner());
+    // Serial bytes KVM queued came before this exit.
+    devices.drain_queued();
     match exit {
         VcpuExit::IoOut(port, data) => {
-            let action = shared
-                .devices
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .pio_write(port, data);
+            let action = devices.pio_write(port, data);
+            drop(devices);
             match action {
                 PortAction::None => Flow::Continue,
                 PortAction::BootComplete => {
@@ -217,11 +217,7 @@ fn handle_exit(shared: &VcpuShared, exit: VcpuExit<'_>) -> Flow {
             }
         }
         VcpuExit::IoIn(port, data) => {
-            shared
-                .devices
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .pio_read(port, data);
+            devices.pio_read(port, data);
             Flow::Continue
         }
         VcpuExit::MmioRead(addr, data) => {

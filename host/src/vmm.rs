@@ -20,7 +20,7 @@ use crate::control::{
 };
 use crate::cpuid::CpuPolicy;
 use crate::devices::console::Console;
-use crate::devices::{AccessCounters, COM1_IRQ, Devices};
+use crate::devices::{AccessCounters, COM1_BASE, COM1_IRQ, Devices};
 use crate::events::{EventKind, ExitReason, StopMode, Timeline};
 use crate::kvm::{self, KvmError, Vm, sys};
 use crate::layout;
@@ -33,6 +33,14 @@ const PAUSE_TIMEOUT: Duration = Duration::from_secs(5);
 const HARD_STOP_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long the last control answer may take to be written before the process exits.
 const LAST_REPLY_TIMEOUT: Duration = Duration::from_millis(500);
+/// How often the main thread drains queued serial output while the guest keeps writing without
+/// exiting, and how often it looks while the ring is quiet.
+const DRAIN_BUSY: Duration = Duration::from_millis(1);
+const DRAIN_QUIET: Duration = Duration::from_millis(20);
+/// Until the first output (or `FIRST_OUTPUT_WINDOW` after start), the main thread looks more
+/// often: the first console line should leave as soon as the guest wrote it.
+const DRAIN_FIRST: Duration = Duration::from_micros(100);
+const FIRST_OUTPUT_WINDOW: Duration = Duration::from_millis(20);
 
 /// Messages to the main thread.
 pub(crate) enum MainMsg {
@@ -148,7 +156,8 @@ pub struct Outcome {
 
 struct KeepAlive {
     _vcpus: Vec<JoinHandle<VcpuFd>>,
-    _vm: Vm,
+    vm: Vm,
+    timeline: Arc<Timeline>,
 }
 
 /// Files created by the VMM, removed on every error path.
@@ -216,7 +225,15 @@ pub fn run(config: &VmConfig, opts: VmmOptions) -> Result<Outcome, StartError> {
         vm,
         vcpus: vcpu_fds,
         serial_irq,
-    } = Vm::build(memory, config.vcpus, &policy, boot.entry, COM1_IRQ)?;
+        serial_ring,
+    } = Vm::build(
+        memory,
+        config.vcpus,
+        &policy,
+        boot.entry,
+        COM1_IRQ,
+        COM1_BASE,
+    )?;
     tracing::debug!(
         loaded.t_us = t_loaded,
         vm_built.t_us = timeline.now_us(),
@@ -264,12 +281,13 @@ pub fn run(config: &VmConfig, opts: VmmOptions) -> Result<Outcome, StartError> {
     ));
     let unknown = Arc::new(AccessCounters::default());
     let stop_requested = Arc::new(AtomicBool::new(false));
-    let devices = Devices::new(
+    let mut devices = Devices::new(
         serial_irq,
         console.clone(),
         unknown.clone(),
         stop_requested.clone(),
     );
+    devices.set_serial_ring(serial_ring);
     let (to_main, from_others) = mpsc::channel();
     let shared = Arc::new(VcpuShared {
         devices: Mutex::new(devices),
@@ -347,6 +365,7 @@ pub fn run(config: &VmConfig, opts: VmmOptions) -> Result<Outcome, StartError> {
         timeline,
         cleanup,
         paused: false,
+        started: Instant::now(),
         last_pause_latency_us: None,
         last_resume_latency_us: None,
     };
@@ -357,9 +376,23 @@ pub fn run(config: &VmConfig, opts: VmmOptions) -> Result<Outcome, StartError> {
         detail: end.detail,
         _keep: KeepAlive {
             _vcpus: main.handles,
-            _vm: vm,
+            vm,
+            timeline: main.timeline.clone(),
         },
     })
+}
+
+impl Outcome {
+    /// Prepares a fast process exit: closes the events fd and the standard descriptors and
+    /// leaves the VM's kernel teardown (10-20 ms on a busy host) to a child process that waits
+    /// for this one to exit. Call it last, after flushing stdout, and exit right after. If the
+    /// child cannot be started, the teardown simply happens at this process's exit.
+    pub fn hand_over_teardown(&self) {
+        self._keep.timeline.close_events();
+        if let Err(error) = self._keep.vm.hand_over_teardown() {
+            tracing::debug!(%error, "VM teardown stays on the exit path");
+        }
+    }
 }
 
 fn kick(handles: &[JoinHandle<VcpuFd>]) {
@@ -390,17 +423,47 @@ struct Main<'a> {
     timeline: Arc<Timeline>,
     cleanup: Cleanup,
     paused: bool,
+    /// When the vCPUs were started.
+    started: Instant,
     last_pause_latency_us: Option<u64>,
     last_resume_latency_us: Option<u64>,
 }
 
 impl Main<'_> {
+    /// Feeds serial output KVM queued to the console (it is also drained on every vCPU exit).
+    /// Returns how long to wait before looking again.
+    fn drain(&self) -> Duration {
+        let mut devices = self
+            .shared
+            .devices
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if !devices.has_serial_ring() {
+            // Every serial write exits: nothing to look for (`recv_timeout` waits forever).
+            Duration::MAX
+        } else if devices.has_queued() {
+            devices.drain_queued();
+            DRAIN_BUSY
+        } else if self.console.total() == 0 && self.started.elapsed() < FIRST_OUTPUT_WINDOW {
+            DRAIN_FIRST
+        } else {
+            DRAIN_QUIET
+        }
+    }
+
     fn run(&mut self, rx: &Receiver<MainMsg>) -> End {
+        let mut wait = self.drain();
         loop {
-            let msg = match rx.recv() {
+            let msg = match rx.recv_timeout(wait) {
                 Ok(m) => m,
+                Err(RecvTimeoutError::Timeout) => {
+                    wait = self.drain();
+                    continue;
+                }
                 // Every sender gone: all vCPUs left without a reason; treat as a stop.
-                Err(_) => return self.finish(ExitReason::Stopped, None, None, None),
+                Err(RecvTimeoutError::Disconnected) => {
+                    return self.finish(ExitReason::Stopped, None, None, None);
+                }
             };
             match msg {
                 MainMsg::Guest(exit) => return self.finish(exit.reason, exit.detail, None, None),
@@ -433,6 +496,7 @@ impl Main<'_> {
     }
 
     fn handle(&mut self, request: &ControlRequest) -> ControlResponse {
+        self.drain();
         match request {
             ControlRequest::Status {} => ControlResponse {
                 status: Some(self.status()),
@@ -543,9 +607,14 @@ impl Main<'_> {
                 .unwrap_or(self.config.stop_timeout_ms)
                 .min(crate::config::MAX_STOP_TIMEOUT_MS);
             let deadline = t0 + Duration::from_millis(timeout);
+            let mut wait = DRAIN_BUSY;
             loop {
                 let left = deadline.saturating_duration_since(Instant::now());
-                match rx.recv_timeout(left) {
+                if left.is_zero() {
+                    break;
+                }
+                match rx.recv_timeout(left.min(wait)) {
+                    Err(RecvTimeoutError::Timeout) => wait = self.drain(),
                     Ok(MainMsg::Guest(exit)) => {
                         if exit.reason.exit_code() == 0 {
                             mode = StopMode::Graceful;
@@ -563,8 +632,7 @@ impl Main<'_> {
                             written: None,
                         });
                     }
-                    Ok(MainMsg::Signal(_)) | Err(RecvTimeoutError::Timeout) => break,
-                    Err(RecvTimeoutError::Disconnected) => break,
+                    Ok(MainMsg::Signal(_)) | Err(RecvTimeoutError::Disconnected) => break,
                 }
             }
         }
@@ -602,6 +670,7 @@ impl Main<'_> {
         stop_latency_us: Option<u64>,
     ) -> End {
         self.hard_stop();
+        self.drain();
         self.console.flush();
         if let Some(d) = &detail
             && reason.exit_code() != 0

@@ -61,7 +61,8 @@ fn main() -> ExitCode {
     match sakshi_host::run(&config, opts) {
         Ok(outcome) => {
             let _ = std::io::stdout().flush();
-            // Exit without dropping the VM: the kernel tears it down after the final event.
+            // Exit without dropping the VM; its kernel teardown happens in a child process.
+            outcome.hand_over_teardown();
             std::process::exit(outcome.exit_code)
         }
         Err(e) => fail(e),

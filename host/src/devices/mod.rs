@@ -10,6 +10,7 @@ use vm_superio::{I8042Device, Serial, Trigger};
 use vmm_sys_util::eventfd::EventFd;
 
 use self::console::{Console, ConsoleWriter};
+use crate::kvm::sys::CoalescedRing;
 
 /// COM1 base port.
 pub(crate) const COM1_BASE: u16 = 0x3f8;
@@ -79,6 +80,8 @@ pub(crate) struct Devices {
     reset: ResetTrigger,
     unknown: Arc<AccessCounters>,
     stop_requested: Arc<AtomicBool>,
+    /// THR writes KVM queued instead of exiting; fed to the serial device before anything else.
+    serial_ring: Option<CoalescedRing>,
 }
 
 impl Devices {
@@ -95,7 +98,45 @@ impl Devices {
             reset,
             unknown,
             stop_requested,
+            serial_ring: None,
         }
+    }
+
+    /// Takes the ring KVM queues COM1 THR writes in (a coalesced zone for `COM1_BASE`).
+    pub(crate) fn set_serial_ring(&mut self, ring: Option<CoalescedRing>) {
+        self.serial_ring = ring;
+    }
+
+    /// Whether THR writes are queued by KVM (and so need draining) rather than exiting.
+    pub(crate) fn has_serial_ring(&self) -> bool {
+        self.serial_ring.is_some()
+    }
+
+    /// Whether queued THR writes wait in the ring.
+    pub(crate) fn has_queued(&self) -> bool {
+        self.serial_ring.as_ref().is_some_and(|r| !r.is_empty())
+    }
+
+    /// Feeds the queued THR writes to the serial device, oldest first. Must run before any other
+    /// guest access is handled, so that the device and the console see the guest's order.
+    pub(crate) fn drain_queued(&mut self) {
+        let Some(ring) = self.serial_ring.as_mut() else {
+            return;
+        };
+        let serial = &mut self.serial;
+        let unknown = &self.unknown;
+        ring.drain(|addr, data| {
+            if addr != u64::from(COM1_BASE) {
+                // Only the THR is registered; anything else would be a KVM surprise.
+                unknown.device_error("coalesced ring", &addr);
+                return;
+            }
+            for &b in data {
+                if let Err(error) = serial.write(0, b) {
+                    unknown.device_error("serial", &error);
+                }
+            }
+        });
     }
 
     /// Handles an `out` of `data` to `port`.

@@ -5,7 +5,7 @@ mod regs;
 pub(crate) mod sys;
 
 use kvm_bindings::{CpuId, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY, kvm_pit_config};
-use kvm_ioctls::{Kvm, VcpuFd, VmFd};
+use kvm_ioctls::{Cap, IoEventAddress, Kvm, VcpuFd, VmFd};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
@@ -84,16 +84,27 @@ pub(crate) struct Vm {
     _kvm: Kvm,
 }
 
-/// A built VM: the VM, its vCPUs (set up to start at the entry) and the serial irqfd.
+impl Vm {
+    /// Leaves the VM's teardown to a child process (see [`sys::hand_over_teardown`]); the
+    /// caller exits right after.
+    pub(crate) fn hand_over_teardown(&self) -> std::io::Result<()> {
+        sys::hand_over_teardown(&self._memory)
+    }
+}
+
+/// A built VM: the VM, its vCPUs (set up to start at the entry), the serial irqfd and ring.
 pub(crate) struct Built {
     pub vm: Vm,
     pub vcpus: Vec<VcpuFd>,
     pub serial_irq: EventFd,
+    /// Where KVM queues the serial THR writes that no longer exit (None: they exit).
+    pub serial_ring: Option<sys::CoalescedRing>,
 }
 
 impl Vm {
     /// Creates the VM with `memory`, the in-kernel IRQ chip and PIT, an irqfd for `serial_gsi`,
-    /// and `cpus` vCPUs set up by `policy` to start at `entry`.
+    /// `cpus` vCPUs set up by `policy` to start at `entry`, and (when KVM supports it) a
+    /// coalesced zone for the 1-byte port `serial_thr`.
     ///
     /// Registering guest memory makes KVM wait for its internal synchronisation, which takes
     /// milliseconds on a busy host; nothing else here needs the memory, so it is registered on a
@@ -104,18 +115,22 @@ impl Vm {
         policy: &CpuPolicy,
         entry: Entry,
         serial_gsi: u32,
+        serial_thr: u16,
     ) -> Result<Built, KvmError> {
         let kvm = Kvm::new().map_err(KvmError::Open)?;
         let fd = kvm.create_vm().map_err(KvmError::CreateVm)?;
         if let Err(error) = fd.set_tss_address(KVM_TSS_ADDRESS) {
             tracing::debug!(%error, "KVM_SET_TSS_ADDR refused");
         }
+        let serial_thr = IoEventAddress::Pio(u64::from(serial_thr));
         let (registered, rest) = std::thread::scope(|scope| {
             let helper = std::thread::Builder::new()
                 .name("sakshi-memslot".into())
                 .stack_size(64 * 1024)
                 .spawn_scoped(scope, || sys::register_guest_memory(&fd, &memory));
-            let rest = Self::devices_and_vcpus(&kvm, &fd, cpus, policy, entry, serial_gsi);
+            let rest = Self::devices(&kvm, &fd, serial_gsi, &serial_thr).and_then(|devices| {
+                Self::vcpus(&kvm, &fd, cpus, policy, entry).map(|vcpus| (devices, vcpus))
+            });
             let registered = match helper {
                 Ok(handle) => handle
                     .join()
@@ -126,7 +141,19 @@ impl Vm {
             (registered, rest)
         });
         registered.map_err(KvmError::MemoryRegion)?;
-        let (vcpus, serial_irq) = rest?;
+        let ((serial_irq, coalesced), vcpus) = rest?;
+        let serial_ring = match (coalesced, vcpus.first()) {
+            (true, Some(vcpu)) => match sys::CoalescedRing::map(vcpu) {
+                Ok(ring) => Some(ring),
+                Err(error) => {
+                    // Without the ring nothing could read the bytes: let them exit again.
+                    tracing::debug!(%error, "cannot map the coalesced ring; serial writes exit");
+                    let _ = fd.unregister_coalesced_mmio(serial_thr, 1);
+                    None
+                }
+            },
+            _ => None,
+        };
         Ok(Built {
             vm: Self {
                 _fd: fd,
@@ -135,17 +162,17 @@ impl Vm {
             },
             vcpus,
             serial_irq,
+            serial_ring,
         })
     }
 
-    fn devices_and_vcpus(
+    /// The IRQ chip, PIT and serial irqfd; and whether THR writes are coalesced.
+    fn devices(
         kvm: &Kvm,
         fd: &VmFd,
-        cpus: u32,
-        policy: &CpuPolicy,
-        entry: Entry,
         serial_gsi: u32,
-    ) -> Result<(Vec<VcpuFd>, EventFd), KvmError> {
+        serial_thr: &IoEventAddress,
+    ) -> Result<(EventFd, bool), KvmError> {
         fd.create_irq_chip().map_err(KvmError::IrqChip)?;
         let pit = kvm_pit_config {
             flags: KVM_PIT_SPEAKER_DUMMY,
@@ -158,13 +185,30 @@ impl Vm {
                 gsi: serial_gsi,
                 source,
             })?;
+        let coalesced = kvm.check_extension(Cap::CoalescedPio)
+            && match fd.register_coalesced_mmio(*serial_thr, 1) {
+                Ok(()) => true,
+                Err(error) => {
+                    tracing::debug!(%error, "coalesced PIO refused; serial writes exit");
+                    false
+                }
+            };
+        Ok((serial_irq, coalesced))
+    }
+
+    fn vcpus(
+        kvm: &Kvm,
+        fd: &VmFd,
+        cpus: u32,
+        policy: &CpuPolicy,
+        entry: Entry,
+    ) -> Result<Vec<VcpuFd>, KvmError> {
         let supported = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(KvmError::SupportedCpuid)?;
-        let vcpus = (0..cpus)
+        (0..cpus)
             .map(|id| Self::create_vcpu(fd, id, cpus, &supported, policy, entry))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok((vcpus, serial_irq))
+            .collect()
     }
 
     /// Creates vCPU `id` of `cpus` and sets it up to start at `entry`.

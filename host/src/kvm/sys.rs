@@ -4,9 +4,14 @@
 use std::cell::Cell;
 use std::fs::File;
 use std::io;
-use std::os::fd::{FromRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::ptr::NonNull;
+use std::sync::atomic::{Ordering, fence};
 
-use kvm_bindings::{kvm_run, kvm_userspace_memory_region};
+use kvm_bindings::{
+    KVM_COALESCED_MMIO_PAGE_OFFSET, kvm_coalesced_mmio, kvm_coalesced_mmio_ring, kvm_run,
+    kvm_userspace_memory_region,
+};
 use kvm_ioctls::{VcpuFd, VmFd};
 use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
@@ -154,4 +159,177 @@ pub(crate) fn wait_termination_signal() -> io::Result<libc::c_int> {
 fn termination_set() -> io::Result<libc::sigset_t> {
     vmm_sys_util::signal::create_sigset(&TERMINATION)
         .map_err(|e| io::Error::from_raw_os_error(e.errno()))
+}
+
+/// The VM's coalesced I/O ring (`KVM_COALESCED_MMIO_PAGE_OFFSET` of a vCPU file): writes to a
+/// registered zone are appended here by KVM instead of exiting to the VMM. One page shared by
+/// every vCPU of the VM; KVM produces at `last`, the VMM consumes at `first`.
+pub(crate) struct CoalescedRing {
+    page: NonNull<kvm_coalesced_mmio_ring>,
+    page_size: usize,
+    capacity: u32,
+}
+
+// SAFETY: the ring is a shared mapping that stays valid until `drop`; the only consumer state
+// (`first`) is written through `&mut self`, so moving the owner between threads is sound.
+unsafe impl Send for CoalescedRing {}
+
+impl CoalescedRing {
+    /// Maps the ring page of the VM through `vcpu`.
+    pub(crate) fn map(vcpu: &VcpuFd) -> io::Result<Self> {
+        // SAFETY: sysconf has no memory effects.
+        let page_size = match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+            n if n > 0 => n as usize,
+            _ => return Err(io::Error::last_os_error()),
+        };
+        let offset = libc::off_t::from(KVM_COALESCED_MMIO_PAGE_OFFSET) * page_size as libc::off_t;
+        // SAFETY: a new shared mapping of one page of the vCPU file at the offset KVM documents
+        // for the coalesced ring; nothing else lives at the address the kernel picks.
+        let addr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                page_size,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                vcpu.as_raw_fd(),
+                offset,
+            )
+        };
+        if addr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let page = NonNull::new(addr.cast()).ok_or_else(io::Error::last_os_error)?;
+        let capacity = ((page_size - size_of::<kvm_coalesced_mmio_ring>())
+            / size_of::<kvm_coalesced_mmio>()) as u32;
+        Ok(Self {
+            page,
+            page_size,
+            capacity,
+        })
+    }
+
+    /// Whether KVM has appended entries not consumed yet.
+    pub(crate) fn is_empty(&self) -> bool {
+        let ring = self.page.as_ptr();
+        // SAFETY: `ring` points to the live mapped page; `first` and `last` are u32 fields that
+        // KVM and this process update with plain stores, read here with volatile loads.
+        unsafe {
+            std::ptr::read_volatile(&raw const (*ring).first)
+                == std::ptr::read_volatile(&raw const (*ring).last)
+        }
+    }
+
+    /// Consumes every entry, oldest first: `f(port or address, data)`.
+    pub(crate) fn drain(&mut self, mut f: impl FnMut(u64, &[u8])) {
+        let ring = self.page.as_ptr();
+        // SAFETY: as in `is_empty`; the entries array follows the header inside the page and
+        // `capacity` entries fit in it. KVM writes an entry before it publishes `last` (with a
+        // write barrier), so after the acquire fence the entries before `last` are complete;
+        // KVM does not touch entries between `first` and `last` until `first` moves past them.
+        unsafe {
+            let last = std::ptr::read_volatile(&raw const (*ring).last);
+            fence(Ordering::Acquire);
+            let mut first = std::ptr::read_volatile(&raw const (*ring).first);
+            if last >= self.capacity || first >= self.capacity {
+                return;
+            }
+            let entries = (&raw const (*ring).coalesced_mmio).cast::<kvm_coalesced_mmio>();
+            while first != last {
+                let e = std::ptr::read_volatile(entries.add(first as usize));
+                let len = (e.len as usize).min(e.data.len());
+                f(e.phys_addr, &e.data[..len]);
+                first = (first + 1) % self.capacity;
+                fence(Ordering::Release);
+                std::ptr::write_volatile(&raw mut (*ring).first, first);
+            }
+        }
+    }
+}
+
+impl Drop for CoalescedRing {
+    fn drop(&mut self) {
+        // SAFETY: the page was mapped by `map` with this size and is not used after this.
+        unsafe { libc::munmap(self.page.as_ptr().cast(), self.page_size) };
+    }
+}
+
+/// Leaves the last references to the VM (and everything else this process has open) to a child
+/// process that waits for this process to exit, then exits itself. Closing a VM file makes the
+/// kernel tear the VM down (PIT and device unregistration, each waiting for a grace period: often
+/// 10-20 ms on a busy host); done in the child, that no longer delays this process's exit status.
+///
+/// Before the fork, guest memory is excluded from the child (`MADV_DONTFORK`, nothing to copy),
+/// and stdin/stdout/stderr are pointed at /dev/null so that readers of this process's output see
+/// EOF when this process exits, not when the child does. The caller has closed every other
+/// descriptor a reader waits on (the events fd) and must exit right after this returns.
+pub(crate) fn hand_over_teardown(mem: &GuestMemoryMmap) -> io::Result<()> {
+    for region in mem.iter() {
+        let host = region
+            .get_host_address(vm_memory::MemoryRegionAddress(0))
+            .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        // SAFETY: `host`..`host + len` is one live anonymous mapping owned by `mem`; the advice
+        // only changes what a later fork copies.
+        let rc = unsafe { libc::madvise(host.cast(), region.len() as usize, libc::MADV_DONTFORK) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    // SAFETY: pidfd_open(2) on this process; no pointers.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, libc::getpid(), 0) };
+    if pidfd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let pidfd = pidfd as RawFd;
+    let devnull = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null");
+    let devnull = match devnull {
+        Ok(f) => f,
+        Err(e) => {
+            // SAFETY: `pidfd` was opened above and is not used elsewhere.
+            unsafe { libc::close(pidfd) };
+            return Err(e);
+        }
+    };
+    for fd in 0..3 {
+        // SAFETY: dup2 onto the standard descriptors; the caller has flushed and no longer
+        // writes guest output, and Rust's std handles tolerate writes to /dev/null.
+        unsafe { libc::dup2(devnull.as_raw_fd(), fd) };
+    }
+    drop(devnull);
+    // SAFETY: fork in a multi-threaded process: the child only calls the async-signal-safe
+    // `poll` and `_exit` (no allocation, no locks), so state held by other threads at the fork
+    // cannot be observed.
+    match unsafe { libc::fork() } {
+        -1 => {
+            let e = io::Error::last_os_error();
+            // SAFETY: as above.
+            unsafe { libc::close(pidfd) };
+            Err(e)
+        }
+        0 => {
+            let mut pfd = libc::pollfd {
+                fd: pidfd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            loop {
+                // SAFETY: `pfd` is a valid pollfd; a pidfd becomes readable when the process
+                // (the parent) has exited, i.e. after it closed its descriptors.
+                let rc = unsafe { libc::poll(&mut pfd, 1, -1) };
+                if rc != -1 || io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+                    break;
+                }
+            }
+            // SAFETY: `_exit` ends the child without running any parent state's destructors;
+            // the kernel closes the VM files here.
+            unsafe { libc::_exit(0) }
+        }
+        _ => {
+            // SAFETY: the child has its own copy; this one is no longer needed.
+            unsafe { libc::close(pidfd) };
+            Ok(())
+        }
+    }
 }
