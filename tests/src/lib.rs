@@ -1,1 +1,1 @@
-//! Placeholder: this crate is being written.
+//! End-to-end test support for Sakshi.

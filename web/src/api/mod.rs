@@ -1,0 +1,9 @@
+//! The JSON API under `/api/v1`.
+
+pub mod audit;
+pub mod images;
+pub mod misc;
+pub mod tokens;
+pub mod types;
+pub mod users;
+pub mod vms;

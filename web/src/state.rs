@@ -1,0 +1,171 @@
+//! Shared application state.
+
+use crate::actions::AuditAction;
+use crate::auth::{SessionStore, Throttle, UserStore};
+use crate::backend::{AuditRecord, AuditStore, Outcome, VmBackend};
+use crate::config::Config;
+use crate::ctx::Ctx;
+use crate::error::ApiError;
+use crate::images::ImageStore;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Limits and facts the handlers need from the configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Served over TLS (cookies get `Secure`).
+    pub tls: bool,
+    /// Body limit for JSON and forms.
+    pub max_body_bytes: usize,
+    /// Body limit for image uploads.
+    pub max_image_bytes: usize,
+    /// Longest API token lifetime, days.
+    pub token_max_days: u32,
+    /// Most VMs.
+    pub max_vms: u32,
+    /// Most vCPUs per VM.
+    pub max_vcpus: u8,
+    /// Most memory per VM, MiB.
+    pub max_memory_mib: u32,
+    /// SHA-256 of the running binary (or `unknown`).
+    pub binary_sha256: String,
+}
+
+impl Settings {
+    /// Settings from a validated config.
+    pub fn from_config(c: &Config, binary_sha256: String) -> Settings {
+        Settings {
+            tls: c.server.tls.is_some(),
+            max_body_bytes: c.server.max_body_bytes,
+            max_image_bytes: c.server.max_image_bytes,
+            token_max_days: c.auth.token_max_days,
+            max_vms: c.vms.max_vms,
+            max_vcpus: c.vms.max_vcpus,
+            max_memory_mib: c.vms.max_memory_mib,
+            binary_sha256,
+        }
+    }
+}
+
+/// What the router needs; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub vms: Arc<dyn VmBackend>,
+    pub audit: Arc<dyn AuditStore>,
+    pub users: UserStore,
+    pub sessions: SessionStore,
+    pub throttle: Throttle,
+    pub images: ImageStore,
+    pub settings: Settings,
+    pub started: Instant,
+}
+
+impl AppState {
+    /// Assembles the state from its parts.
+    pub fn new(
+        config: &Config,
+        settings: Settings,
+        vms: Arc<dyn VmBackend>,
+        audit: Arc<dyn AuditStore>,
+        users: UserStore,
+        images: ImageStore,
+    ) -> AppState {
+        let a = &config.auth;
+        AppState {
+            inner: Arc::new(Inner {
+                vms,
+                audit,
+                users,
+                sessions: SessionStore::new(
+                    Duration::from_secs(u64::from(a.session_idle_minutes) * 60),
+                    Duration::from_secs(u64::from(a.session_max_hours) * 3600),
+                ),
+                throttle: Throttle::new(
+                    a.lockout_threshold,
+                    Duration::from_secs(a.lockout_base_seconds.into()),
+                    Duration::from_secs(a.lockout_max_seconds.into()),
+                ),
+                images,
+                settings,
+                started: Instant::now(),
+            }),
+        }
+    }
+
+    /// Runs `f` on a blocking thread (SQLite, argon2, the VM host).
+    pub(crate) async fn blocking<T, F>(&self, f: F) -> Result<T, ApiError>
+    where
+        F: FnOnce(&Inner) -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let inner = self.inner.clone();
+        Ok(tokio::task::spawn_blocking(move || f(&inner)).await?)
+    }
+
+    /// Appends one audit entry for the request in `ctx`.
+    pub(crate) async fn audit(
+        &self,
+        ctx: &Ctx,
+        action: AuditAction,
+        target: impl Into<String>,
+        outcome: Outcome,
+        details: serde_json::Value,
+    ) -> Result<u64, ApiError> {
+        let record = AuditRecord {
+            actor: ctx.actor(),
+            auth: ctx.auth(),
+            origin: ctx.origin.clone(),
+            action,
+            target: target.into(),
+            outcome,
+            details: ctx.decorate(details),
+            trace_id: Some(ctx.trace_id.clone()),
+        };
+        Ok(self.blocking(move |i| i.audit.append(record)).await??)
+    }
+
+    /// Appends a system entry (no request).
+    pub async fn audit_system(
+        &self,
+        action: AuditAction,
+        target: impl Into<String>,
+        outcome: Outcome,
+        details: serde_json::Value,
+    ) -> Result<u64, ApiError> {
+        let record = AuditRecord {
+            actor: "sakshi".to_owned(),
+            auth: crate::backend::ActorAuth::System,
+            origin: "local".to_owned(),
+            action,
+            target: target.into(),
+            outcome,
+            details,
+            trace_id: None,
+        };
+        Ok(self.blocking(move |i| i.audit.append(record)).await??)
+    }
+
+    /// The VM backend.
+    pub fn vms(&self) -> &Arc<dyn VmBackend> {
+        &self.inner.vms
+    }
+
+    /// The user store.
+    pub fn users(&self) -> &UserStore {
+        &self.inner.users
+    }
+
+    /// The image store.
+    pub fn images(&self) -> &ImageStore {
+        &self.inner.images
+    }
+
+    /// The audit store.
+    pub fn audit_store(&self) -> &Arc<dyn AuditStore> {
+        &self.inner.audit
+    }
+}
