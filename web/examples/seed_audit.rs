@@ -14,12 +14,21 @@ use std::time::Instant;
 
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
-    let dir = PathBuf::from(args.next().context("usage: seed_audit <data dir> <entries>")?);
+    let dir = PathBuf::from(
+        args.next()
+            .context("usage: seed_audit <data dir> <entries>")?,
+    );
     let n: u64 = args.next().context("entries")?.parse()?;
     let password = std::fs::read_to_string(dir.join("audit-key.pass"))
         .context("no audit-key.pass: start `sakshi serve` once on this data dir first")?;
-    let (key, _) = ApplianceKey::load_or_generate(&dir.join("audit-key.pem"), password.trim().as_bytes())?;
-    let log = AuditLog::open(dir.join("audit.sqlite"), AuditConfig::default(), Arc::new(key), None)?;
+    let (key, _) =
+        ApplianceKey::load_or_generate(&dir.join("audit-key.pem"), password.trim().as_bytes())?;
+    let log = AuditLog::open(
+        dir.join("audit.sqlite"),
+        AuditConfig::default(),
+        Arc::new(key),
+        None,
+    )?;
     let actions = [
         Action::VmBoot,
         Action::VmRunning,
@@ -44,7 +53,9 @@ fn main() -> Result<()> {
                 NewEntry::new(
                     action,
                     Actor::user(format!("user{}", i % 17), AuthMethod::Session),
-                    Origin::Ip { addr: std::net::IpAddr::from([10, 0, (i % 250) as u8, 7]) },
+                    Origin::Ip {
+                        addr: std::net::IpAddr::from([10, 0, (i % 250) as u8, 7]),
+                    },
                 )
                 .target(Target::vm(format!("seed-{:06}", i % 5000)))
                 .outcome(outcome)
@@ -56,6 +67,10 @@ fn main() -> Result<()> {
     }
     log.checkpoint()?;
     let secs = t0.elapsed().as_secs_f64();
-    println!("appended {n} entries in {secs:.1} s ({:.0}/s); log size {}", n as f64 / secs, log.size()?);
+    println!(
+        "appended {n} entries in {secs:.1} s ({:.0}/s); log size {}",
+        n as f64 / secs,
+        log.size()?
+    );
     Ok(())
 }

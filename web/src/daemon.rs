@@ -210,6 +210,26 @@ struct Opened {
     _swtpm: Option<sakshi_attest::Swtpm>,
 }
 
+/// swtpm is killed without a TPM2_Shutdown when it stops, which the TPM counts against its
+/// dictionary-attack counter: after a few restarts it would refuse the (DA-protected) keys. For
+/// the software TPM the appliance itself runs, clear that counter at start (lockout auth is
+/// empty on a fresh swtpm). Never done for a hardware TPM.
+fn clear_swtpm_lockout(tcti: &str) {
+    match std::process::Command::new("tpm2_dictionarylockout")
+        .args(["--clear-lockout", "--tcti", tcti])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .output()
+    {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => tracing::warn!(
+            stderr = %String::from_utf8_lossy(&o.stderr).trim(),
+            "could not clear the swtpm dictionary-attack lockout"
+        ),
+        Err(e) => tracing::warn!(error = %e, "tpm2_dictionarylockout (tpm2-tools) not runnable"),
+    }
+}
+
 fn open(config: &Config) -> Result<(Opened, std::sync::mpsc::Receiver<LifecycleNote>), ServeError> {
     let dir = &config.data.dir;
     for sub in ["", "images", "run", "tpm", "snapshots"] {
@@ -220,6 +240,7 @@ fn open(config: &Config) -> Result<(Opened, std::sync::mpsc::Receiver<LifecycleN
         let s = sakshi_attest::Swtpm::start(&dir.join("tpm").join("swtpm"))
             .map_err(ServeError::Swtpm)?;
         let tcti = s.tcti();
+        clear_swtpm_lockout(&tcti);
         (Some(s), tcti)
     } else {
         (None, config.tpm.kind.clone())

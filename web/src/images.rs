@@ -225,7 +225,12 @@ impl ImageStore {
 
     /// All images, newest first.
     pub fn list(&self) -> Result<Vec<ImageInfo>, ImageError> {
-        if let Some(cached) = self.index.read().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        if let Some(cached) = self
+            .index
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
             return Ok(cached.clone());
         }
         let fresh = self.scan()?;

@@ -71,6 +71,15 @@ pub async fn vm_action(
         })
         .await?;
     let (outcome, details) = match &result {
+        Ok(Some(d)) if action == VmAction::Start => (
+            Outcome::Success,
+            json!({
+                "state": d.summary.state,
+                "kernel_sha256": d.summary.kernel_sha256,
+                "initrd_sha256": d.initrd_sha256,
+                "measurements": d.measurements,
+            }),
+        ),
         Ok(Some(d)) => (Outcome::Success, json!({ "state": d.summary.state })),
         Ok(None) => (Outcome::Success, json!({})),
         Err(e) => (Outcome::Failure, json!({ "error": error_chain(e) })),

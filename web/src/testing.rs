@@ -211,7 +211,10 @@ impl AuditStore for MemAudit {
     fn append(&self, r: AuditRecord) -> Result<u64, AuditAppendError> {
         let mut v = self.entries.lock().unwrap();
         let index = v.len() as u64;
-        let prev = v.last().and_then(|e| e.entry_hash.clone()).unwrap_or_default();
+        let prev = v
+            .last()
+            .and_then(|e| e.entry_hash.clone())
+            .unwrap_or_default();
         let hash = hex::encode(Sha256::digest(format!(
             "{prev}|{}|{}|{}|{}",
             r.actor,
@@ -244,7 +247,10 @@ impl AuditStore for MemAudit {
         let all: Vec<AuditEntryView> = v
             .iter()
             .filter(|e| matches(f, e))
-            .map(|e| AuditEntryView { entry_hash: None, ..e.clone() })
+            .map(|e| AuditEntryView {
+                entry_hash: None,
+                ..e.clone()
+            })
             .collect();
         let all: Vec<&AuditEntryView> = all.iter().collect();
         let limit = limit as usize;
@@ -295,7 +301,9 @@ impl AuditStore for MemAudit {
         let v = self.entries.lock().unwrap();
         Ok((
             v.len() as u64,
-            v.last().and_then(|e| e.entry_hash.clone()).unwrap_or_default(),
+            v.last()
+                .and_then(|e| e.entry_hash.clone())
+                .unwrap_or_default(),
         ))
     }
 

@@ -23,7 +23,9 @@ struct Browser {
 
 impl Browser {
     fn start() -> Result<Browser> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
         let driver = Command::new("chromedriver")
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
@@ -44,7 +46,10 @@ impl Browser {
             {
                 break;
             }
-            ensure!(Instant::now() < deadline, "chromedriver did not become ready");
+            ensure!(
+                Instant::now() < deadline,
+                "chromedriver did not become ready"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         let profile = tempfile::tempdir()?;
@@ -91,11 +96,16 @@ impl Browser {
     }
 
     fn goto(&self, url: &str) -> Result<()> {
-        self.call("POST", &self.s("/url"), Some(json!({ "url": url }))).map(|_| ())
+        self.call("POST", &self.s("/url"), Some(json!({ "url": url })))
+            .map(|_| ())
     }
 
     fn url(&self) -> Result<String> {
-        Ok(self.call("GET", &self.s("/url"), None)?.as_str().unwrap_or("").to_owned())
+        Ok(self
+            .call("GET", &self.s("/url"), None)?
+            .as_str()
+            .unwrap_or("")
+            .to_owned())
     }
 
     /// Waits until the current URL contains `part`.
@@ -106,24 +116,42 @@ impl Browser {
             if u.contains(part) {
                 return Ok(u);
             }
-            ensure!(Instant::now() < deadline, "URL never contained {part:?} (at {u})");
+            ensure!(
+                Instant::now() < deadline,
+                "URL never contained {part:?} (at {u})"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
 
     fn source(&self) -> Result<String> {
-        Ok(self.call("GET", &self.s("/source"), None)?.as_str().unwrap_or("").to_owned())
+        Ok(self
+            .call("GET", &self.s("/source"), None)?
+            .as_str()
+            .unwrap_or("")
+            .to_owned())
     }
 
     fn find(&self, css: &str) -> Result<String> {
         let v = self
-            .call("POST", &self.s("/element"), Some(json!({ "using": "css selector", "value": css })))
+            .call(
+                "POST",
+                &self.s("/element"),
+                Some(json!({ "using": "css selector", "value": css })),
+            )
             .with_context(|| format!("no element {css}"))?;
-        Ok(v[ELEMENT].as_str().with_context(|| format!("element id in {v}"))?.to_owned())
+        Ok(v[ELEMENT]
+            .as_str()
+            .with_context(|| format!("element id in {v}"))?
+            .to_owned())
     }
 
     fn find_all(&self, css: &str) -> Result<Vec<String>> {
-        let v = self.call("POST", &self.s("/elements"), Some(json!({ "using": "css selector", "value": css })))?;
+        let v = self.call(
+            "POST",
+            &self.s("/elements"),
+            Some(json!({ "using": "css selector", "value": css })),
+        )?;
         Ok(v.as_array()
             .into_iter()
             .flatten()
@@ -133,12 +161,20 @@ impl Browser {
 
     fn text(&self, css: &str) -> Result<String> {
         let e = self.find(css)?;
-        Ok(self.call("GET", &self.s(&format!("/element/{e}/text")), None)?.as_str().unwrap_or("").to_owned())
+        Ok(self
+            .call("GET", &self.s(&format!("/element/{e}/text")), None)?
+            .as_str()
+            .unwrap_or("")
+            .to_owned())
     }
 
     fn attr(&self, element: &str, name: &str) -> Result<String> {
         Ok(self
-            .call("GET", &self.s(&format!("/element/{element}/attribute/{name}")), None)?
+            .call(
+                "GET",
+                &self.s(&format!("/element/{element}/attribute/{name}")),
+                None,
+            )?
             .as_str()
             .unwrap_or("")
             .to_owned())
@@ -146,14 +182,27 @@ impl Browser {
 
     fn click(&self, css: &str) -> Result<()> {
         let e = self.find(css)?;
-        self.call("POST", &self.s(&format!("/element/{e}/click")), Some(json!({}))).map(|_| ())
+        self.call(
+            "POST",
+            &self.s(&format!("/element/{e}/click")),
+            Some(json!({})),
+        )
+        .map(|_| ())
     }
 
     fn clear_and_type(&self, css: &str, text: &str) -> Result<()> {
         let e = self.find(css)?;
-        self.call("POST", &self.s(&format!("/element/{e}/clear")), Some(json!({})))?;
-        self.call("POST", &self.s(&format!("/element/{e}/value")), Some(json!({ "text": text })))
-            .map(|_| ())
+        self.call(
+            "POST",
+            &self.s(&format!("/element/{e}/clear")),
+            Some(json!({})),
+        )?;
+        self.call(
+            "POST",
+            &self.s(&format!("/element/{e}/value")),
+            Some(json!({ "text": text })),
+        )
+        .map(|_| ())
     }
 
     /// Saves a PNG of the page to `$SAKSHI_SCREENSHOTS/<name>.png` when that is set.
@@ -171,7 +220,11 @@ impl Browser {
     }
 
     fn script(&self, script: &str) -> Result<Value> {
-        self.call("POST", &self.s("/execute/sync"), Some(json!({ "script": script, "args": [] })))
+        self.call(
+            "POST",
+            &self.s("/execute/sync"),
+            Some(json!({ "script": script, "args": [] })),
+        )
     }
 
     /// Reloads until `css` has `want` as its text.
@@ -189,7 +242,11 @@ impl Browser {
 
     fn login(&self, base: &str, user: &str, password: &str) -> Result<()> {
         self.goto(&format!("{base}/"))?;
-        ensure!(self.url()?.contains("/login?next=/"), "anonymous / redirects to login: {}", self.url()?);
+        ensure!(
+            self.url()?.contains("/login?next=/"),
+            "anonymous / redirects to login: {}",
+            self.url()?
+        );
         self.clear_and_type("#username", user)?;
         self.clear_and_type("#password", password)?;
         self.click("#login-submit")?;
@@ -199,7 +256,11 @@ impl Browser {
             ensure!(Instant::now() < deadline, "still on the login page");
             std::thread::sleep(Duration::from_millis(50));
         }
-        ensure!(self.source()?.contains(&format!("Signed in as </span>{user}")), "signed in as {user}");
+        ensure!(
+            self.source()?
+                .contains(&format!("Signed in as </span>{user}")),
+            "signed in as {user}"
+        );
         Ok(())
     }
 }
@@ -226,7 +287,10 @@ fn browser_login_create_start_see_running_browse_audit_logout_and_forbidden_acti
     let guest = std::fs::read(sakshi_host::test_guest::test_guest_path())?;
     let (s, img) = api.post_bytes("/api/v1/images?name=test-guest&kind=kernel", &guest)?;
     ensure!(s == 201, "{s} {img}");
-    let (s, _) = api.post("/api/v1/users", json!({"name": "olga", "role": "auditor", "password": "olga's long password"}))?;
+    let (s, _) = api.post(
+        "/api/v1/users",
+        json!({"name": "olga", "role": "auditor", "password": "olga's long password"}),
+    )?;
     ensure!(s == 201);
 
     let b = Browser::start()?;
@@ -244,7 +308,10 @@ fn browser_login_create_start_see_running_browse_audit_logout_and_forbidden_acti
     b.click("#vm-create")?;
     b.wait_url("/vms/")?;
     b.wait_text("#vm-state", "running")?;
-    ensure!(b.text("#console")?.contains("run: spin"), "console shows the guest");
+    ensure!(
+        b.text("#console")?.contains("run: spin"),
+        "console shows the guest"
+    );
     ensure!(b.text("#boot-latency")?.ends_with("ms"));
     b.shot("vm-detail")?;
     let vm_url = b.url()?;
@@ -254,7 +321,10 @@ fn browser_login_create_start_see_running_browse_audit_logout_and_forbidden_acti
     b.goto(&format!("{base}/audit"))?;
     let src = b.source()?;
     for a in ["vm.create", "vm.boot", "auth.login.success"] {
-        ensure!(src.contains(&format!("data-action=\"{a}\"")), "audit page lists {a}");
+        ensure!(
+            src.contains(&format!("data-action=\"{a}\"")),
+            "audit page lists {a}"
+        );
     }
     b.clear_and_type("#f-action", "vm.")?;
     b.click("#filter-apply")?;
@@ -262,7 +332,10 @@ fn browser_login_create_start_see_running_browse_audit_logout_and_forbidden_acti
     let rows = b.find_all("#audit-table tbody tr[data-action]")?;
     ensure!(!rows.is_empty());
     for r in &rows {
-        ensure!(b.attr(r, "data-action")?.starts_with("vm."), "filtered rows are vm.*");
+        ensure!(
+            b.attr(r, "data-action")?.starts_with("vm."),
+            "filtered rows are vm.*"
+        );
     }
     b.shot("audit")?;
     b.click("#audit-table tbody tr[data-action] td a")?;
@@ -293,14 +366,25 @@ fn browser_login_create_start_see_running_browse_audit_logout_and_forbidden_acti
     b.goto(&format!("{base}/vms/{id2}"))?;
     b.find("#actions-readonly")?;
     let stop = b.find("#act-stop")?;
-    ensure!(b.attr(&stop, "disabled")? == "true", "stop is disabled for auditors");
+    ensure!(
+        b.attr(&stop, "disabled")? == "true",
+        "stop is disabled for auditors"
+    );
     b.script("const s = document.getElementById('act-stop'); s.disabled = false; s.click();")?;
     let deadline = Instant::now() + Duration::from_secs(20);
     while !b.source()?.contains("id=\"error-detail\"") {
-        ensure!(Instant::now() < deadline, "no error page after the forbidden stop");
+        ensure!(
+            Instant::now() < deadline,
+            "no error page after the forbidden stop"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
-    ensure!(b.text("#error-detail")?.contains("lacks permission vm.lifecycle"), "{}", b.text("#error-detail")?);
+    ensure!(
+        b.text("#error-detail")?
+            .contains("lacks permission vm.lifecycle"),
+        "{}",
+        b.text("#error-detail")?
+    );
     ensure!(b.source()?.contains("403"));
     b.shot("forbidden")?;
     let (_, v) = api.get(&format!("/api/v1/vms/{id2}"))?;
@@ -308,7 +392,9 @@ fn browser_login_create_start_see_running_browse_audit_logout_and_forbidden_acti
     let (_, page) = api.get("/api/v1/audit/entries?action=auth.denied&actor=olga")?;
     let denied = page["entries"].as_array().context("entries")?;
     ensure!(
-        denied.iter().any(|e| e["target"] == "appliance:POST /vms/{id}/stop" && e["outcome"] == "denied"),
+        denied
+            .iter()
+            .any(|e| e["target"] == "appliance:POST /vms/{id}/stop" && e["outcome"] == "denied"),
         "the refusal is audited: {page}"
     );
     let _ = vm_id;

@@ -142,6 +142,19 @@ fn kvm_swtpm_serve_lifecycle_restart_recovery_and_audit() -> Result<()> {
         "{start}"
     );
     ensure!(start["details"]["version"] == env!("CARGO_PKG_VERSION"));
+    let boot = entries
+        .iter()
+        .find(|e| e["action"] == "vm.boot" && e["target"] == format!("vm:{}", ids[1]))
+        .context("vm.boot entry")?;
+    let measured = boot["details"]["measurements"]
+        .as_array()
+        .context("measurements")?;
+    ensure!(
+        measured
+            .iter()
+            .any(|m| m["what"] == "kernel" && m["sha256"] == sha.as_str() && m["pcr"].is_u64()),
+        "vm.boot carries the measured digests: {boot}"
+    );
     let pause = entries
         .iter()
         .find(|e| e["action"] == "vm.pause")

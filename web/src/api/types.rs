@@ -1,4 +1,4 @@
-//! Request and response bodies of the JSON API (documented in [`crate::openapi`]).
+//! Request and response bodies of the JSON API (documented in `GET /api/v1/openapi.json`, see [`crate::openapi_document`]).
 
 use crate::backend::{CheckpointView, HostInfo};
 use crate::rbac::Role;

@@ -140,7 +140,9 @@ impl Registry {
         })
     }
 
-    fn cache_write(&self) -> std::sync::RwLockWriteGuard<'_, std::collections::HashMap<String, Row>> {
+    fn cache_write(
+        &self,
+    ) -> std::sync::RwLockWriteGuard<'_, std::collections::HashMap<String, Row>> {
         self.cache.write().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -205,7 +207,11 @@ impl Registry {
 
     fn all(&self) -> Result<Vec<Row>, RegistryError> {
         let mut rows: Vec<Row> = self.cache_read().values().cloned().collect();
-        rows.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| a.id.cmp(&b.id)));
+        rows.sort_by(|a, b| {
+            b.created_at
+                .cmp(&a.created_at)
+                .then_with(|| a.id.cmp(&b.id))
+        });
         Ok(rows)
     }
 
