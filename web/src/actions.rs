@@ -56,11 +56,13 @@ pub enum AuditAction {
     AuditProof,
     /// Checkpoints read.
     AuditCheckpointRead,
+    /// A TPM quote was produced.
+    AttestQuote,
 }
 
 /// Every action.
 #[cfg(test)]
-pub const ALL: [AuditAction; 26] = [
+pub const ALL: [AuditAction; 27] = [
     AuditAction::ApplianceStart,
     AuditAction::ApplianceStop,
     AuditAction::LoginSucceeded,
@@ -87,6 +89,7 @@ pub const ALL: [AuditAction; 26] = [
     AuditAction::AuditVerify,
     AuditAction::AuditProof,
     AuditAction::AuditCheckpointRead,
+    AuditAction::AttestQuote,
 ];
 
 impl AuditAction {
@@ -119,6 +122,7 @@ impl AuditAction {
             AuditAction::AuditVerify => "audit.verify",
             AuditAction::AuditProof => "audit.read",
             AuditAction::AuditCheckpointRead => "audit.read",
+            AuditAction::AttestQuote => "attest.quote",
         }
     }
 }

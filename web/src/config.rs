@@ -29,6 +29,9 @@ pub struct Config {
     /// Audit log checkpoints.
     #[serde(default)]
     pub audit: AuditLogConfig,
+    /// SIEM streaming over OTLP (off when absent).
+    #[serde(default)]
+    pub otlp: Option<crate::otlp::OtlpConfig>,
 }
 
 /// `[audit]`
@@ -267,6 +270,9 @@ pub enum ConfigError {
         /// What is wrong.
         reason: String,
     },
+    /// The `[otlp]` table is invalid.
+    #[error("invalid configuration: [otlp]")]
+    Otlp(#[source] crate::otlp::OtlpConfigError),
 }
 
 impl Config {
@@ -390,6 +396,9 @@ impl Config {
                 format!("{kind:?}: expected \"swtpm\" or \"device:/dev/tpmrm0\""),
             );
         }
+        if let Some(o) = &self.otlp {
+            o.validate().map_err(ConfigError::Otlp)?;
+        }
         Ok(())
     }
 }
@@ -403,6 +412,31 @@ mod tests {
         let c = Config::parse("").unwrap();
         assert_eq!(c, Config::default());
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn otlp_table_is_optional_parsed_and_validated() {
+        assert_eq!(Config::parse("").unwrap().otlp, None);
+        let c = Config::parse(
+            "[otlp]\nendpoint = \"http://127.0.0.1:4317\"\ncursor_path = \"/tmp/c\"\nbatch_size = 10\n",
+        )
+        .unwrap();
+        let o = c.otlp.as_ref().unwrap();
+        assert_eq!(o.batch_size, 10);
+        assert_eq!(o.endpoint, "http://127.0.0.1:4317");
+        c.validate().unwrap();
+        let c =
+            Config::parse("[otlp]\nendpoint = \"ftp://x\"\ncursor_path = \"/tmp/c\"\n").unwrap();
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::Otlp(
+                crate::otlp::OtlpConfigError::Endpoint { .. }
+            ))
+        ));
+        assert!(
+            Config::parse("[otlp]\nendpoint = \"http://x:1\"\ncursor_path = \"c\"\nbogus = 1\n")
+                .is_err()
+        );
     }
 
     #[test]

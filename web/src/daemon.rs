@@ -76,6 +76,9 @@ pub enum ServeError {
     /// TLS could not be set up.
     #[error("cannot set up TLS")]
     Tls(#[source] crate::listen::TlsSetupError),
+    /// The OTLP audit shipper could not start.
+    #[error("cannot start the OTLP audit shipper")]
+    Otlp(#[source] crate::otlp::ShipperStartError),
     /// Serving failed.
     #[error("HTTP server failed")]
     Serve(#[source] std::io::Error),
@@ -205,6 +208,7 @@ struct Opened {
     state: AppState,
     host: Arc<HostBackend>,
     audit: Arc<AuditLogStore>,
+    log: Arc<AuditLog>,
     first_start: bool,
     _tpm: sakshi_attest::Tpm,
     _swtpm: Option<sakshi_attest::Swtpm>,
@@ -287,8 +291,9 @@ fn open(config: &Config) -> Result<(Opened, std::sync::mpsc::Receiver<LifecycleN
         Some(Arc::new(TpmWitness(tpm.clone()))),
     )
     .map_err(ServeError::AuditLog)?;
+    let log = Arc::new(log);
     let audit = Arc::new(AuditLogStore::new(
-        Arc::new(log),
+        log.clone(),
         config.audit.checkpoint_every,
     ));
 
@@ -306,11 +311,13 @@ fn open(config: &Config) -> Result<(Opened, std::sync::mpsc::Receiver<LifecycleN
     let host = Arc::new(host);
     let settings = Settings::from_config(config, binary_sha256());
     let state = AppState::new(config, settings, host.clone(), audit.clone(), users, images);
+    state.set_tpm(tpm.clone());
     Ok((
         Opened {
             state,
             host,
             audit,
+            log,
             first_start,
             _tpm: tpm,
             _swtpm: swtpm,
@@ -471,6 +478,33 @@ pub async fn serve(
     let version = env!("CARGO_PKG_VERSION");
     let sha = o.state.inner.settings.binary_sha256.clone();
 
+    // SIEM streaming: ship audit entries over OTLP from the durable cursor, nudged on append.
+    let shipper = match &config.otlp {
+        Some(otlp) => {
+            let metrics = Arc::new(crate::otlp::Metrics::new());
+            o.state.set_metrics(metrics.clone(), otlp.prometheus);
+            let source = Arc::new(crate::otlp::AuditLogSource::new(o.log.clone()));
+            let handle = Arc::new(
+                crate::otlp::Shipper::spawn(otlp.clone(), source, metrics.clone())
+                    .map_err(ServeError::Otlp)?,
+            );
+            let weak = Arc::downgrade(&handle);
+            let counted = metrics.clone();
+            o.audit.set_on_append(Box::new(move || {
+                counted.audit_appends.inc();
+                if let Some(h) = weak.upgrade() {
+                    h.nudge();
+                }
+            }));
+            println!(
+                "sakshi: shipping audit entries over OTLP to {}",
+                otlp.endpoint
+            );
+            Some(handle)
+        }
+        None => None,
+    };
+
     // Lifecycle events -> audit entries.
     let audit_for_pump = o.audit.clone();
     std::thread::Builder::new()
@@ -591,6 +625,9 @@ pub async fn serve(
     )?;
     if let Err(e) = o.audit.checkpoint() {
         tracing::error!(error = %e, "final audit checkpoint failed");
+    }
+    if let Some(h) = shipper.and_then(Arc::into_inner) {
+        h.shutdown().await;
     }
     println!("sakshi: stopped");
     served.map_err(ServeError::Serve)

@@ -176,6 +176,22 @@ fn doc(op: Op) -> Option<Doc> {
             200,
             Some("CheckpointList"),
         ),
+        Op::AttestQuote => d(
+            "TPM quote over the measurement PCR with the caller's nonce, the event log and the AK public key; audited",
+            "attestation",
+            &[],
+            Some(Body::Json("QuoteRequest")),
+            200,
+            Some("Quote"),
+        ),
+        Op::Metrics => d(
+            "Prometheus text metrics (404 without [otlp]; open to loopback callers with prometheus = \"loopback\")",
+            "metrics",
+            &[],
+            None,
+            200,
+            None,
+        ),
         Op::UserList => d("List users", "users", &[], None, 200, Some("UserList")),
         Op::UserCreate => d(
             "Create a user",
@@ -280,6 +296,10 @@ pub fn document() -> Value {
         }
         let mut responses = Map::new();
         let ok = match (route.op, d.response) {
+            (Op::Metrics, _) => json!({
+                "description": "Prometheus text exposition format 0.0.4",
+                "content": { "text/plain": { "schema": { "type": "string" } } }
+            }),
             (Op::OpenApi, _) => json!({
                 "description": "OpenAPI 3.1 document",
                 "content": { "application/json": { "schema": { "type": "object" } } }
@@ -527,6 +547,17 @@ fn schemas() -> Value {
     m.insert("Checkpoint".into(), json!({ "type": "object", "required": ["size", "root", "time", "text"], "additionalProperties": false,
             "properties": { "size": i, "root": s, "time": s, "text": s } }));
     m.insert("CheckpointList".into(), json!(list("Checkpoint")));
+    m.insert("QuoteRequest".into(), json!({ "type": "object", "required": ["nonce"], "additionalProperties": false,
+            "properties": { "nonce": { "type": "string", "pattern": "^([0-9a-fA-F]{2}){1,64}$", "description": "hex, 1-64 bytes" } } }));
+    m.insert("Quote".into(), json!({ "type": "object",
+            "required": ["format", "tpm_kind", "notice", "nonce", "tpms_attest", "tpmt_signature", "pcr_bank", "pcrs", "ak_public_pem", "ak_public", "event_log"],
+            "additionalProperties": false,
+            "properties": { "format": s, "tpm_kind": { "type": "string", "enum": ["hardware", "software"] }, "notice": s,
+                "tpm_kind_notice": { "type": "string", "description": "present for software TPMs" },
+                "nonce": s, "tpms_attest": s, "tpmt_signature": s, "pcr_bank": s,
+                "pcrs": { "type": "object", "additionalProperties": s, "description": "PCR index -> hex value" },
+                "ak_public_pem": s, "ak_public": s,
+                "event_log": { "type": "array", "items": { "type": "object" }, "description": "CEL-JSON records" } } }));
     m.insert("User".into(), json!({ "type": "object", "required": ["name", "role", "created_at"], "additionalProperties": false,
             "properties": { "name": s, "role": role, "created_at": s } }));
     m.insert("UserList".into(), json!(list("User")));

@@ -61,6 +61,8 @@ pub enum Op {
     AuditConsistency,
     AuditVerify,
     AuditCheckpoints,
+    AttestQuote,
+    Metrics,
     UserList,
     UserCreate,
     UserDelete,
@@ -151,6 +153,8 @@ routes! {
     AuditConsistency GET "/api/v1/audit/consistency" Api Perm(P::AuditRead);
     AuditVerify POST "/api/v1/audit/verify" Api Perm(P::AuditRead);
     AuditCheckpoints GET "/api/v1/audit/checkpoints" Api Perm(P::AuditRead);
+    AttestQuote POST "/api/v1/attestations" Api Perm(P::AuditRead);
+    Metrics GET "/metrics" Api Perm(P::ViewAppliance);
     UserList GET "/api/v1/users" Api Perm(P::UserAdmin);
     UserCreate POST "/api/v1/users" Api Perm(P::UserAdmin);
     UserDelete DELETE "/api/v1/users/{name}" Api Perm(P::UserAdmin);
@@ -212,6 +216,8 @@ fn handler(op: Op, max_image_bytes: usize) -> MethodRouter<AppState> {
         AuditConsistency => get(api::audit::consistency),
         AuditVerify => post(api::audit::verify),
         AuditCheckpoints => get(api::audit::checkpoints),
+        AttestQuote => post(api::attest::quote),
+        Metrics => get(api::misc::metrics),
         UserList => get(api::users::list),
         UserCreate => post(api::users::create),
         UserDelete => delete(api::users::delete),
@@ -324,6 +330,7 @@ async fn guard(
     };
     let denial = match (route.access, &ctx.principal) {
         (Access::Public, _) => None,
+        _ if route.op == Op::Metrics && loopback_metrics(&app, &ctx) => None,
         (Access::Perm(_), None) => Some(Denial::Unauthenticated),
         (Access::Perm(p), Some(pr)) if !pr.role.allows(p) => Some(Denial::Forbidden(p)),
         (Access::Perm(_), Some(_)) => None,
@@ -388,6 +395,17 @@ async fn guard(
         }
         (Surface::Ui, _) => ui::error_page(&req, error),
     }
+}
+
+/// `[otlp] prometheus = "loopback"` lets anyone on a loopback address read `/metrics`.
+fn loopback_metrics(app: &AppState, ctx: &Ctx) -> bool {
+    matches!(
+        app.inner.metrics.get(),
+        Some((_, crate::otlp::PrometheusAccess::Loopback))
+    ) && ctx
+        .origin
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback())
 }
 
 enum CsrfOutcome {

@@ -62,6 +62,10 @@ pub(crate) struct Inner {
     pub images: ImageStore,
     pub settings: Settings,
     pub started: Instant,
+    /// The TPM that signs quotes (set by the daemon; absent with the fake backend).
+    pub tpm: std::sync::OnceLock<sakshi_attest::Tpm>,
+    /// Metrics served at `/metrics` and who may read them (set when `[otlp]` is configured).
+    pub metrics: std::sync::OnceLock<(Arc<crate::otlp::Metrics>, crate::otlp::PrometheusAccess)>,
 }
 
 impl AppState {
@@ -92,8 +96,24 @@ impl AppState {
                 images,
                 settings,
                 started: Instant::now(),
+                tpm: std::sync::OnceLock::new(),
+                metrics: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// Attaches the TPM that answers `POST /api/v1/attestations` (first call wins).
+    pub fn set_tpm(&self, tpm: sakshi_attest::Tpm) {
+        let _ = self.inner.tpm.set(tpm);
+    }
+
+    /// Serves `metrics` at `/metrics` to the callers `access` names (first call wins).
+    pub fn set_metrics(
+        &self,
+        metrics: Arc<crate::otlp::Metrics>,
+        access: crate::otlp::PrometheusAccess,
+    ) {
+        let _ = self.inner.metrics.set((metrics, access));
     }
 
     /// Runs `f` on a blocking thread (SQLite, argon2, the VM host).

@@ -1619,3 +1619,102 @@ async fn openapi_document_matches_the_routes() {
         }
     }
 }
+
+#[tokio::test]
+async fn attestation_validates_the_nonce_and_audits_every_quote_attempt() {
+    let h = harness();
+    let post = |role, body| h.api(Method::POST, "/api/v1/attestations", Some(role), Some(body));
+    // Bad input is a 422 naming the field, before the TPM is touched, and is not audited.
+    for bad in [
+        json!({"nonce": "xyz"}),
+        json!({"nonce": ""}),
+        json!({"nonce": "a"}),
+        json!({"nonce": "00".repeat(65)}),
+    ] {
+        let before = h.audit.len();
+        let r = post(Role::Auditor, bad.clone()).await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{bad}: {}",
+            r.text()
+        );
+        assert_eq!(r.problem_field().as_deref(), Some("nonce"), "{bad}");
+        assert_eq!(h.audit.len(), before, "{bad}");
+    }
+    let r = post(Role::Auditor, json!({"nonce": "00", "extra": 1})).await;
+    assert!(r.status.is_client_error(), "unknown field: {}", r.status);
+    // Operators lack audit.read.
+    let r = post(Role::Operator, json!({"nonce": "00"})).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    // The fake backend has no TPM: the attempt fails and is audited as a failed attest.quote
+    // with the caller as actor.
+    let me = h
+        .api(Method::GET, "/api/v1/whoami", Some(Role::Responder), None)
+        .await
+        .json();
+    let before = h.audit.len();
+    let r = post(Role::Responder, json!({"nonce": "c0ffee"})).await;
+    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR, "{}", r.text());
+    r.problem_field();
+    assert_eq!(h.audit.len(), before + 1);
+    let e = h.audit.last().unwrap();
+    assert_eq!(e.action, "attest.quote");
+    assert_eq!(e.outcome, Outcome::Failure);
+    assert_eq!(e.actor, me["user"].as_str().unwrap());
+    assert!(!e.origin.is_empty());
+    assert_eq!(e.details["nonce"], "c0ffee");
+    assert!(
+        e.details["error"].as_str().unwrap().contains("no TPM"),
+        "{}",
+        e.details
+    );
+}
+
+fn from_peer(uri: &str, peer: &str) -> Request<Body> {
+    let mut req = Request::get(uri).body(Body::empty()).unwrap();
+    req.extensions_mut()
+        .insert(axum::extract::ConnectInfo(crate::listen::PeerAddr(
+            peer.parse().unwrap(),
+        )));
+    req
+}
+
+#[tokio::test]
+async fn metrics_are_off_without_otlp_and_guarded_per_prometheus_access() {
+    use crate::otlp::{Metrics, PrometheusAccess};
+    // Without [otlp] there is nothing to scrape.
+    let h = harness();
+    let r = h
+        .api(Method::GET, "/metrics", Some(Role::Auditor), None)
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    // Authenticated (the default): any role reads; anonymous callers, even on loopback, do not.
+    let m = Arc::new(Metrics::new());
+    m.vms.set_all([("running", 3)]);
+    h.app.set_metrics(m, PrometheusAccess::Authenticated);
+    let r = h
+        .api(Method::GET, "/metrics", Some(Role::Operator), None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert!(r.content_type().starts_with("text/plain"));
+    assert!(
+        r.text().contains("sakshi_vms{state=\"running\"} 3"),
+        "{}",
+        r.text()
+    );
+    let r = h.send(from_peer("/metrics", "127.0.0.1:5000")).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    // Loopback: anonymous loopback callers read, remote anonymous callers are refused.
+    let h = harness();
+    h.app
+        .set_metrics(Arc::new(Metrics::new()), PrometheusAccess::Loopback);
+    let r = h.send(from_peer("/metrics", "127.0.0.1:5000")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert!(r.text().contains("# TYPE sakshi_vms gauge"));
+    let before = h.audit.len();
+    let r = h.send(from_peer("/metrics", "192.0.2.7:5000")).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(h.audit.len(), before + 1);
+    assert_eq!(h.audit.last().unwrap().action, "auth.denied");
+}

@@ -62,6 +62,41 @@ fn kvm_swtpm_serve_lifecycle_restart_recovery_and_audit() -> Result<()> {
         "{o}"
     );
 
+    // The CLI fetches a TPM quote over the API; it verifies offline and covers the demo boot.
+    let nonce = "5a6b5368690a";
+    let quote_dir = tmp.path().join("quote");
+    let out = std::process::Command::new(common::sakshi_bin())
+        .args(["attest", "quote", "--nonce", nonce, "--out"])
+        .arg(&quote_dir)
+        .env("SAKSHI_URL", &d.url)
+        .env("SAKSHI_TOKEN", c.token.clone().context("token")?)
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "attest quote: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let golden = sakshi_attest::Policy::default();
+    let nonce_bytes = hex::decode(nonce)?;
+    let report = sakshi_attest::verify_dir(
+        &quote_dir,
+        &sakshi_attest::VerifyOptions::new(&nonce_bytes, &golden),
+    )?;
+    ensure!(report.tpm_kind.is_software(), "{report:?}");
+    ensure!(
+        report.vm_boots.iter().any(|b| b.vm_id == demo),
+        "{report:?}"
+    );
+    let quotes: Vec<Value> = c
+        .audit_all()?
+        .into_iter()
+        .filter(|e| e["action"] == "attest.quote")
+        .collect();
+    ensure!(
+        quotes.len() == 1 && quotes[0]["actor"] == "admin" && quotes[0]["outcome"] == "success",
+        "{quotes:?}"
+    );
+
     // Upload the test guest, create spinning VMs, drive them.
     let guest = std::fs::read(sakshi_host::test_guest::test_guest_path())?;
     let (s, img) = c.post_bytes("/api/v1/images?name=guest&kind=kernel", &guest)?;
@@ -265,5 +300,38 @@ fn kvm_swtpm_serve_lifecycle_restart_recovery_and_audit() -> Result<()> {
     let report: Value = serde_json::from_slice(&out.stdout).context("verify --json output")?;
     ensure!(out.status.success() && report["ok"] == true, "{report}");
     ensure!(report["entries_checked"].as_u64().unwrap_or(0) as usize >= entries.len());
+    Ok(())
+}
+
+/// With an `[otlp]` table the daemon starts the audit shipper and serves `/metrics` (here to
+/// loopback callers without a token); the append hook counts every audit append. The receiver is
+/// unreachable, so exports fail and are counted, and shutdown still completes.
+#[test]
+fn kvm_swtpm_serve_with_otlp_serves_metrics() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let data = tmp.path().join("data");
+    let extra = format!(
+        "[demo]\nenabled = false\n[otlp]\nendpoint = \"http://127.0.0.1:9\"\ncursor_path = \"{}\"\nprometheus = \"loopback\"\nretry_initial_ms = 50\nretry_max_ms = 200\ntimeout_ms = 1000\n",
+        tmp.path().join("otlp.cursor").display()
+    );
+    let cfg = write_config(&data, "", &extra)?;
+    let d = Daemon::start(&cfg)?;
+    let c = Client::new(&d.url);
+    let (s, v) = c.get("/metrics")?;
+    ensure!(s == 200, "{s} {v}");
+    let text = v.as_str().context("metrics text")?;
+    let appends = text
+        .lines()
+        .find_map(|l| l.strip_prefix("sakshi_audit_appends_total "))
+        .context("no sakshi_audit_appends_total")?
+        .trim()
+        .parse::<u64>()?;
+    // appliance.start and the initial admin's user.create at least.
+    ensure!(appends >= 2, "{text}");
+    ensure!(text.contains("sakshi_otlp_export_failures_total"), "{text}");
+    // Everything else still needs a token.
+    let (s, _) = c.get("/api/v1/vms")?;
+    ensure!(s == 401);
+    d.stop()?;
     Ok(())
 }

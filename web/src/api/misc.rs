@@ -63,3 +63,19 @@ const ALL_PERMISSIONS: [Permission; 10] = [
 pub async fn overview(State(app): State<AppState>, ctx: Ctx) -> Result<Json<Overview>, ApiError> {
     Ok(Json(crate::ops::overview(&app, &ctx).await?))
 }
+
+/// `GET /metrics`: Prometheus text exposition of the appliance metrics (404 without `[otlp]`).
+pub async fn metrics(State(app): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    let (m, _) = app
+        .inner
+        .metrics
+        .get()
+        .ok_or_else(|| ApiError::NotFound("metrics are off (no [otlp] table)".to_owned()))?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        m.render_prometheus(),
+    ))
+}

@@ -1,5 +1,6 @@
 //! The JSON API under `/api/v1`.
 
+pub mod attest;
 pub mod audit;
 pub mod images;
 pub mod misc;

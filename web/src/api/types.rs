@@ -36,6 +36,14 @@ pub struct CreateVmRequest {
     pub start: bool,
 }
 
+/// `POST /api/v1/attestations`
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct QuoteRequest {
+    /// Caller-chosen freshness nonce: hex, 1-64 bytes.
+    pub nonce: String,
+}
+
 /// A list response.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Items<T> {

@@ -18,6 +18,7 @@ use std::sync::Arc;
 pub struct AuditLogStore {
     log: Arc<AuditLog>,
     checkpoint_every: u64,
+    on_append: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
 }
 
 impl AuditLogStore {
@@ -27,7 +28,13 @@ impl AuditLogStore {
         AuditLogStore {
             log,
             checkpoint_every: checkpoint_every.max(1),
+            on_append: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Runs `hook` after every successful append (the OTLP shipper's nudge); first call wins.
+    pub fn set_on_append(&self, hook: Box<dyn Fn() + Send + Sync>) {
+        let _ = self.on_append.set(hook);
     }
 }
 
@@ -206,10 +213,15 @@ fn checkpoint_view(cp: &SignedCheckpoint) -> CheckpointView {
 impl AuditStore for AuditLogStore {
     fn append(&self, record: AuditRecord) -> Result<u64, AuditAppendError> {
         let entry = to_new_entry(record)?;
-        self.log
+        let seq = self
+            .log
             .append(entry)
             .map(|r| r.seq)
-            .map_err(|e| AuditAppendError(Box::new(e)))
+            .map_err(|e| AuditAppendError(Box::new(e)))?;
+        if let Some(hook) = self.on_append.get() {
+            hook();
+        }
+        Ok(seq)
     }
 
     fn query(

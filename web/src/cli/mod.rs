@@ -2,6 +2,7 @@
 //! (`--url`, token from `SAKSHI_TOKEN`), except `audit verify`, which checks a database offline,
 //! and `bench`, which runs locally.
 
+mod attest;
 mod client;
 mod table;
 
@@ -87,6 +88,13 @@ enum Command {
         remote: Remote,
         #[command(subcommand)]
         cmd: AuditCmd,
+    },
+    /// TPM attestation.
+    Attest {
+        #[command(flatten)]
+        remote: Remote,
+        #[command(subcommand)]
+        cmd: AttestCmd,
     },
     /// Users (admin).
     User {
@@ -179,6 +187,20 @@ enum ImageCmd {
     },
     /// Show an image.
     Show { sha256: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum AttestCmd {
+    /// Ask the appliance's TPM for a quote over the measurement PCR and write the quote files
+    /// (check them with `tpm2_checkquote` or `sakshi_attest::verify_dir`).
+    Quote {
+        /// Freshness nonce, hex, 1-64 bytes.
+        #[arg(long)]
+        nonce: String,
+        /// Output directory (must not exist or be empty).
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -395,6 +417,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Vm { remote, cmd } => vm(&remote, cmd),
         Command::Image { remote, cmd } => image(&remote, cmd),
         Command::Audit { remote, cmd } => audit(&remote, cmd),
+        Command::Attest { remote, cmd } => attest(&remote, cmd),
         Command::User { remote, cmd } => user(&remote, cmd),
         Command::Token { remote, cmd } => token(&remote, cmd),
         Command::Status { remote } => {
@@ -752,6 +775,33 @@ fn verify_offline(
         print!("{report}");
     }
     Ok(if report.is_intact() { 0 } else { 1 })
+}
+
+fn attest(r: &Remote, cmd: AttestCmd) -> Result<i32> {
+    let api = Api::new(&r.url, r.token.clone());
+    match cmd {
+        AttestCmd::Quote { nonce, out } => {
+            let v = api.post("/api/v1/attestations", Some(json!({ "nonce": nonce })))?;
+            let quote = attest::decode_quote(&v).context("decoding the appliance's quote")?;
+            quote
+                .write_dir(&out)
+                .with_context(|| format!("writing {}", out.display()))?;
+            if r.json {
+                print_json(&v)?;
+            } else {
+                println!(
+                    "quote ({} PCR(s), {} event(s)) written to {}",
+                    quote.pcrs.values.len(),
+                    quote.event_log.len(),
+                    out.display()
+                );
+            }
+            if let Some(n) = v["tpm_kind_notice"].as_str() {
+                eprintln!("note: {n}");
+            }
+        }
+    }
+    Ok(0)
 }
 
 fn user(r: &Remote, cmd: UserCmd) -> Result<i32> {
