@@ -227,6 +227,19 @@ impl Browser {
         )
     }
 
+    /// Reloads until `css`'s text contains `want` (the console tail fills in after boot-complete).
+    fn wait_text_contains(&self, css: &str, want: &str) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if self.text(css).map(|t| t.contains(want)).unwrap_or(false) {
+                return Ok(());
+            }
+            ensure!(Instant::now() < deadline, "{css} never contained {want:?}");
+            std::thread::sleep(Duration::from_millis(200));
+            self.call("POST", &self.s("/refresh"), Some(json!({})))?;
+        }
+    }
+
     /// Reloads until `css` has `want` as its text.
     fn wait_text(&self, css: &str, want: &str) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -308,10 +321,8 @@ fn browser_login_create_start_see_running_browse_audit_logout_and_forbidden_acti
     b.click("#vm-create")?;
     b.wait_url("/vms/")?;
     b.wait_text("#vm-state", "running")?;
-    ensure!(
-        b.text("#console")?.contains("run: spin"),
-        "console shows the guest"
-    );
+    // The guest prints `run: spin` just after boot-complete (which is what makes the VM `running`).
+    b.wait_text_contains("#console", "run: spin")?;
     ensure!(b.text("#boot-latency")?.ends_with("ms"));
     b.shot("vm-detail")?;
     let vm_url = b.url()?;

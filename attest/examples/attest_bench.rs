@@ -1,6 +1,6 @@
 //! Attestation benchmarks on a real swtpm.
 //!
-//! `cargo run --release -p sakshi-attest --example bench [-- --boots N --quotes N --dump DIR]`
+//! `cargo run --release -p sakshi-attest --example attest_bench [-- --boots N --quotes N --dump DIR]`
 //!
 //! Measures: `MeasuredBoot::measure_vm` latency with cached image digests (the extra boot
 //! latency of measured boot), the first (uncached) measurement, quotes per second, offline
