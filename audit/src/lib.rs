@@ -44,6 +44,7 @@ pub use merkle::{
     inclusion_proof, leaf_hash, node_hash, range_hash, range_proof, root_from_inclusion,
     root_from_range, verify_consistency, verify_inclusion,
 };
+pub use merkle::{hex_hash, hex_hashes};
 pub use verify::{
     Damage, DamageKind, KeySource, LeafRow, LogVerifier, MAX_FINDINGS, RetainedBase, VerifyReport,
 };

@@ -565,11 +565,14 @@ pub fn root_from_range(
     Ok(f.root())
 }
 
-pub(crate) mod hex_hashes {
+/// Serde helpers: a list of SHA-256 hashes as an array of lowercase hex strings
+/// (`#[serde(with = "hex_hashes")]`).
+pub mod hex_hashes {
     use super::Hash;
     use serde::{Deserialize, Deserializer, Serializer, ser::SerializeSeq};
 
-    pub(crate) fn serialize<S: Serializer>(v: &[Hash], s: S) -> Result<S::Ok, S::Error> {
+    /// Serializes as hex.
+    pub fn serialize<S: Serializer>(v: &[Hash], s: S) -> Result<S::Ok, S::Error> {
         let mut seq = s.serialize_seq(Some(v.len()))?;
         for h in v {
             seq.serialize_element(&hex::encode(h))?;
@@ -577,7 +580,8 @@ pub(crate) mod hex_hashes {
         seq.end()
     }
 
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Hash>, D::Error> {
+    /// Deserializes from hex; a wrong length or a non-hex digit is an error.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Hash>, D::Error> {
         let v = Vec::<String>::deserialize(d)?;
         v.iter()
             .map(|s| {
@@ -589,15 +593,18 @@ pub(crate) mod hex_hashes {
     }
 }
 
-pub(crate) mod hex_hash {
+/// Serde helpers: one SHA-256 hash as a lowercase hex string (`#[serde(with = "hex_hash")]`).
+pub mod hex_hash {
     use super::Hash;
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub(crate) fn serialize<S: Serializer>(v: &Hash, s: S) -> Result<S::Ok, S::Error> {
+    /// Serializes as hex.
+    pub fn serialize<S: Serializer>(v: &Hash, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&hex::encode(v))
     }
 
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Hash, D::Error> {
+    /// Deserializes from hex; a wrong length or a non-hex digit is an error.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Hash, D::Error> {
         let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
         let mut out = [0u8; 32];
         hex::decode_to_slice(s.as_bytes(), &mut out).map_err(serde::de::Error::custom)?;

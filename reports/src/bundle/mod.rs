@@ -38,7 +38,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
-use sakshi_audit::{Hash, RangeProof};
+use sakshi_audit::{Hash, RangeProof, hex_hash, hex_hashes};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest, Sha256};
 
@@ -356,47 +356,6 @@ pub struct PreviousCheckpoint {
     /// RFC 9162 consistency proof from its size to the anchor's.
     #[serde(with = "hex_hashes")]
     pub consistency: Vec<Hash>,
-}
-
-pub(crate) mod hex_hash {
-    use sakshi_audit::Hash;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(crate) fn serialize<S: Serializer>(h: &Hash, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&hex::encode(h))
-    }
-
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Hash, D::Error> {
-        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        let mut out = [0u8; 32];
-        hex::decode_to_slice(s.as_bytes(), &mut out).map_err(serde::de::Error::custom)?;
-        Ok(out)
-    }
-}
-
-pub(crate) mod hex_hashes {
-    use sakshi_audit::Hash;
-    use serde::ser::SerializeSeq;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(crate) fn serialize<S: Serializer>(v: &[Hash], s: S) -> Result<S::Ok, S::Error> {
-        let mut seq = s.serialize_seq(Some(v.len()))?;
-        for h in v {
-            seq.serialize_element(&hex::encode(h))?;
-        }
-        seq.end()
-    }
-
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Hash>, D::Error> {
-        let v = Vec::<String>::deserialize(d)?;
-        v.iter()
-            .map(|s| {
-                let mut out = [0u8; 32];
-                hex::decode_to_slice(s.as_bytes(), &mut out).map_err(serde::de::Error::custom)?;
-                Ok(out)
-            })
-            .collect()
-    }
 }
 
 #[cfg(test)]
