@@ -43,7 +43,7 @@ pub use policy::{
     Appraisal, Policy, PolicyDecision, PolicyMode, PolicyParseError, UnapprovedImage,
 };
 pub use quote::{PcrValues, Quote, ReadDirError, TpmKind, WriteDirError, files as quote_files};
-pub use swtpm::{Swtpm, SwtpmError};
+pub use swtpm::{Swtpm, SwtpmError, SwtpmStop};
 pub use tcg2::Tcg2ParseError;
 pub use verify::{
     CheckpointReport, ComponentReport, Finding, Report, VerifyDirError, VerifyError, VerifyOptions,

@@ -2,11 +2,18 @@
 //!
 //! It runs `swtpm socket --tpm2 --server type=tcp,port=P --ctrl type=tcp,port=P+1
 //! --tpmstate dir=STATE --flags not-need-init,startup-clear` on free loopback ports, waits
-//! until both sockets accept connections, and is killed when dropped. The TPM state (keys,
-//! NV, counters) persists in `STATE` across restarts; PCRs are reset at every start.
+//! until both sockets accept connections. The TPM state (keys, NV, counters) persists in
+//! `STATE` across restarts; PCRs are reset at every start.
+//!
+//! Stopping ([`Swtpm::stop`], or dropping) is orderly: `TPM2_Shutdown(TPM_SU_CLEAR)` on the TPM
+//! port, then the control channel's shutdown command, so swtpm saves its state and exits by
+//! itself; it is killed only if that fails. A TPM that is stopped without `TPM2_Shutdown`
+//! counts the next start as a non-orderly shutdown and raises its dictionary-attack lockout
+//! counter; after a few such restarts it refuses DA-protected keys. (swtpm 0.7's own shutdown
+//! command and SIGTERM do not send `TPM2_Shutdown`.)
 
 use std::fs;
-use std::io;
+use std::io::{self, Read as _, Write as _};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -14,6 +21,14 @@ use std::time::{Duration, Instant};
 
 /// How long to wait for swtpm to accept connections.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long each step of an orderly stop may take before swtpm is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(3);
+/// `TPM2_Shutdown(TPM_SU_CLEAR)`: tag TPM_ST_NO_SESSIONS, size 12, TPM_CC_Shutdown, TPM_SU_CLEAR.
+const TPM2_SHUTDOWN_CLEAR: [u8; 12] = [
+    0x80, 0x01, 0x00, 0x00, 0x00, 0x0c, 0x00, 0x00, 0x01, 0x45, 0x00, 0x00,
+];
+/// swtpm control channel command `CMD_SHUTDOWN` (save state, exit), big-endian.
+const CTRL_CMD_SHUTDOWN: [u8; 4] = [0, 0, 0, 3];
 /// How many port pairs to try when swtpm cannot bind.
 const ATTEMPTS: usize = 5;
 
@@ -54,10 +69,24 @@ pub enum SwtpmError {
     },
 }
 
-/// A running swtpm process, killed on drop.
+/// How [`Swtpm::stop`] ended the process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SwtpmStop {
+    /// The TPM accepted `TPM2_Shutdown(TPM_SU_CLEAR)` and swtpm exited on its control
+    /// channel's shutdown command: the next start is orderly.
+    Orderly,
+    /// A step failed (see the log) and swtpm was killed. The next start is non-orderly unless
+    /// the failing step came after an accepted `TPM2_Shutdown`.
+    Killed,
+    /// The process had already exited.
+    AlreadyExited,
+}
+
+/// A running swtpm process, stopped (orderly, see [`Swtpm::stop`]) on drop.
 #[derive(Debug)]
 pub struct Swtpm {
     child: Child,
+    stopped: bool,
     port: u16,
     state_dir: PathBuf,
 }
@@ -106,6 +135,7 @@ impl Swtpm {
                     tracing::debug!(swtpm.port = port, swtpm.pid = child.id(), "swtpm ready");
                     return Ok(Swtpm {
                         child,
+                        stopped: false,
                         port,
                         state_dir: state_dir.to_path_buf(),
                     });
@@ -160,13 +190,120 @@ impl Swtpm {
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
+
+    /// Stop swtpm in order: `TPM2_Shutdown(TPM_SU_CLEAR)` on the TPM port, then the control
+    /// channel's shutdown command, then wait for it to exit; kill it if any step fails. Each
+    /// step waits at most a few seconds (a client that holds the TPM connection delays it).
+    pub fn stop(mut self) -> SwtpmStop {
+        self.stop_inner()
+    }
+
+    fn stop_inner(&mut self) -> SwtpmStop {
+        if self.stopped {
+            return SwtpmStop::AlreadyExited;
+        }
+        self.stopped = true;
+        if !matches!(self.child.try_wait(), Ok(None)) {
+            return SwtpmStop::AlreadyExited;
+        }
+        let shutdown = tpm2_shutdown_clear(self.port);
+        if let Err(e) = &shutdown {
+            tracing::warn!(swtpm.port = self.port, error = %chain(e), "TPM2_Shutdown failed; killing swtpm");
+        }
+        let exited = shutdown.is_ok()
+            && match ctrl_shutdown(self.port + 1) {
+                Ok(()) => self.wait_exit(STOP_TIMEOUT),
+                Err(e) => {
+                    tracing::warn!(swtpm.port = self.port, error = %chain(&e), "swtpm control shutdown failed");
+                    false
+                }
+            };
+        if exited {
+            tracing::debug!(swtpm.port = self.port, "swtpm stopped in order");
+            return SwtpmStop::Orderly;
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        SwtpmStop::Killed
+    }
+
+    /// Wait until the process exits (true) or `timeout` passes (false).
+    fn wait_exit(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(_)) => return true,
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                _ => return false,
+            }
+        }
+    }
 }
 
 impl Drop for Swtpm {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop_inner();
     }
+}
+
+/// Why an orderly stop step failed.
+#[derive(Debug, thiserror::Error)]
+enum StopStepError {
+    #[error("cannot talk to swtpm")]
+    Io(#[from] io::Error),
+    #[error("TPM answered with response code {0:#x}")]
+    Tpm(u32),
+    #[error("swtpm control channel answered with result {0:#x}")]
+    Ctrl(u32),
+}
+
+/// An error and its sources, for a log line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+fn connect(port: u16) -> io::Result<TcpStream> {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let s = TcpStream::connect_timeout(&addr, STOP_TIMEOUT)?;
+    s.set_read_timeout(Some(STOP_TIMEOUT))?;
+    s.set_write_timeout(Some(STOP_TIMEOUT))?;
+    Ok(s)
+}
+
+/// Send `TPM2_Shutdown(TPM_SU_CLEAR)` on the TPM port and check the response code.
+fn tpm2_shutdown_clear(port: u16) -> Result<(), StopStepError> {
+    let mut s = connect(port)?;
+    s.write_all(&TPM2_SHUTDOWN_CLEAR)?;
+    // Response: tag (2), size (4), response code (4).
+    let mut resp = [0u8; 10];
+    s.read_exact(&mut resp)?;
+    let rc = u32::from_be_bytes([resp[6], resp[7], resp[8], resp[9]]);
+    if rc != 0 {
+        return Err(StopStepError::Tpm(rc));
+    }
+    Ok(())
+}
+
+/// Send the control channel's `CMD_SHUTDOWN` (swtpm saves its state and exits).
+fn ctrl_shutdown(port: u16) -> Result<(), StopStepError> {
+    let mut s = connect(port)?;
+    s.write_all(&CTRL_CMD_SHUTDOWN)?;
+    let mut resp = [0u8; 4];
+    s.read_exact(&mut resp)?;
+    let result = u32::from_be_bytes(resp);
+    if result != 0 {
+        return Err(StopStepError::Ctrl(result));
+    }
+    Ok(())
 }
 
 /// A port `P` such that `P` and `P + 1` are both free on 127.0.0.1 right now.

@@ -9,7 +9,7 @@ use std::process::Command;
 use anyhow::{Context as _, Result, ensure};
 use sakshi_attest::{
     BootComponent, EventLog, Finding, HashAlg, MeasuredBoot, MeasuredEvent, OpenError, Policy,
-    PolicyDecision, PolicyMode, Quote, Sha256Digest, Swtpm, Tpm, TpmConfig, TpmKind,
+    PolicyDecision, PolicyMode, Quote, Sha256Digest, Swtpm, SwtpmStop, Tpm, TpmConfig, TpmKind,
     VerifyDirError, VerifyError, VerifyOptions, VmBoot, VmBootDigests, quote_files, verify_dir,
     verify_quote,
 };
@@ -765,5 +765,174 @@ fn swtpm_unknown_event_type_fails_verification() -> Result<()> {
         }
         other => anyhow::bail!("expected an unknown-event failure, got {other:?}"),
     }
+    Ok(())
+}
+
+/// TPM2_PT_LOCKOUT_COUNTER as `tpm2_getcap properties-variable` reports it.
+fn lockout_counter(swtpm: &Swtpm) -> Result<u32> {
+    let out = Command::new("tpm2_getcap")
+        .arg("properties-variable")
+        .env("TPM2TOOLS_TCTI", swtpm.tcti())
+        .output()
+        .context("run tpm2_getcap (tpm2-tools)")?;
+    ensure!(out.status.success(), "tpm2_getcap failed: {out:?}");
+    let text = String::from_utf8(out.stdout)?;
+    let value = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("TPM2_PT_LOCKOUT_COUNTER:"))
+        .context("no TPM2_PT_LOCKOUT_COUNTER in tpm2_getcap output")?
+        .trim();
+    let hex = value.strip_prefix("0x").unwrap_or(value);
+    Ok(u32::from_str_radix(hex, 16)?)
+}
+
+/// TPMA_OBJECT of a TPM2B_PUBLIC: after size (2), type (2) and nameAlg (2).
+fn object_attributes(tpm2b_public: &[u8]) -> Result<u32> {
+    let b = tpm2b_public.get(6..10).context("short TPM2B_PUBLIC")?;
+    Ok(u32::from_be_bytes(b.try_into()?))
+}
+
+/// Authorise with a DA-protected key (a fresh owner primary, as parent of a new key), so a
+/// non-orderly shutdown after this counts against the DA lockout.
+fn use_da_protected_key(swtpm: &Swtpm, dir: &Path) -> Result<()> {
+    let primary = dir.join("primary.ctx");
+    let runs: [&[&str]; 3] = [
+        &["tpm2_createprimary", "-Q", "-C", "o", "-G", "ecc", "-c"],
+        &[
+            "tpm2_create",
+            "-Q",
+            "-G",
+            "ecc",
+            "-u",
+            "/dev/null",
+            "-r",
+            "/dev/null",
+            "-C",
+        ],
+        &["tpm2_flushcontext", "-t"],
+    ];
+    for (i, args) in runs.iter().enumerate() {
+        let mut c = Command::new(args[0]);
+        c.args(&args[1..]).env("TPM2TOOLS_TCTI", swtpm.tcti());
+        if i < 2 {
+            c.arg(&primary);
+        }
+        let out = c.output().with_context(|| format!("run {}", args[0]))?;
+        ensure!(out.status.success(), "{} failed: {out:?}", args[0]);
+    }
+    Ok(())
+}
+
+/// SIGKILL, as a crash of the appliance (or of swtpm) would do it.
+fn kill9(swtpm: &mut Swtpm) -> Result<()> {
+    let st = Command::new("kill")
+        .args(["-9", &swtpm.pid().to_string()])
+        .status()?;
+    ensure!(st.success(), "kill -9 failed");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while swtpm.is_running() {
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "swtpm survived SIGKILL"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    Ok(())
+}
+
+#[test]
+fn swtpm_restarts_are_orderly_and_do_not_raise_the_lockout_counter() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let state = dir.path().join("swtpm");
+    let config = |swtpm: &Swtpm| {
+        let mut c = TpmConfig::new(swtpm.tcti(), dir.path().join("tpm-state"));
+        c.pcr = PCR;
+        c.allow_resettable_pcr = true;
+        c
+    };
+    let mut ak: Option<String> = None;
+    // Stop through the harness (the actor's and the harness's TPM2_Shutdown) several times.
+    for round in 0..4 {
+        let swtpm = Swtpm::start(&state)?;
+        assert_eq!(lockout_counter(&swtpm)?, 0, "round {round}");
+        let tpm = Tpm::open(&config(&swtpm))?;
+        // noDA: a TPM in lockout must not be able to refuse quotes.
+        assert_ne!(
+            object_attributes(tpm.ak_public())? & 0x400,
+            0,
+            "AK lacks noDA"
+        );
+        let pem = tpm.ak_public_pem().to_owned();
+        assert_eq!(
+            *ak.get_or_insert_with(|| pem.clone()),
+            pem,
+            "AK changed in round {round}"
+        );
+        tpm.record_audit_checkpoint(round, &[7; 32])?;
+        tpm.quote(b"round")?;
+        use_da_protected_key(&swtpm, dir.path())?;
+        drop(tpm);
+        assert_eq!(swtpm.stop(), SwtpmStop::Orderly, "round {round}");
+    }
+    let ak = ak.context("no AK")?;
+
+    // The actor alone: its TPM2_Shutdown on drop makes even a SIGKILL of swtpm orderly.
+    let mut swtpm = Swtpm::start(&state)?;
+    assert_eq!(lockout_counter(&swtpm)?, 0);
+    let tpm = Tpm::open(&config(&swtpm))?;
+    tpm.quote(b"actor only")?;
+    use_da_protected_key(&swtpm, dir.path())?;
+    drop(tpm);
+    kill9(&mut swtpm)?;
+    assert_eq!(swtpm.stop(), SwtpmStop::AlreadyExited);
+
+    // A crash after only Sakshi's own use (noDA AK, EK through policy sessions) leaves the
+    // TPM orderly as far as DA is concerned.
+    let mut swtpm = Swtpm::start(&state)?;
+    assert_eq!(
+        lockout_counter(&swtpm)?,
+        0,
+        "actor shutdown was not orderly"
+    );
+    let tpm = Tpm::open(&config(&swtpm))?;
+    tpm.record_audit_checkpoint(9, &[9; 32])?;
+    tpm.quote(b"crash with only our own use")?;
+    kill9(&mut swtpm)?;
+    drop(tpm);
+    drop(swtpm);
+
+    // A crash after a DA-protected authorisation is not orderly, and the counter shows it (so
+    // the assertions above can fail); the noDA AK still quotes, and it is the same AK.
+    let mut swtpm = Swtpm::start(&state)?;
+    assert_eq!(
+        lockout_counter(&swtpm)?,
+        0,
+        "a crash after noDA use only was counted"
+    );
+    let tpm = Tpm::open(&config(&swtpm))?;
+    tpm.quote(b"before the crash")?;
+    use_da_protected_key(&swtpm, dir.path())?;
+    kill9(&mut swtpm)?;
+    drop(tpm);
+    drop(swtpm);
+    let swtpm = Swtpm::start(&state)?;
+    assert_eq!(
+        lockout_counter(&swtpm)?,
+        1,
+        "a crash must count as non-orderly"
+    );
+    let tpm = Tpm::open(&config(&swtpm))?;
+    assert_eq!(tpm.ak_public_pem(), ak);
+    let q = tpm.quote(b"after the crash")?;
+    let golden = Policy::new(PolicyMode::Enforce);
+    verify_quote(
+        &q,
+        &VerifyOptions {
+            trusted_ak_pem: Some(&ak),
+            ..VerifyOptions::new(b"after the crash", &golden)
+        },
+    )?;
+    drop(tpm);
+    assert_eq!(swtpm.stop(), SwtpmStop::Orderly);
     Ok(())
 }

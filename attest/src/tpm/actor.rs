@@ -4,8 +4,10 @@ use std::str::FromStr;
 use std::sync::mpsc;
 
 use p256::pkcs8::EncodePublicKey as _;
+use tss_esapi::abstraction::KeyCustomization;
 use tss_esapi::abstraction::{DefaultKey, ak, ek};
-use tss_esapi::constants::{CapabilityType, PropertyTag};
+use tss_esapi::attributes::ObjectAttributesBuilder;
+use tss_esapi::constants::{CapabilityType, PropertyTag, StartupType};
 use tss_esapi::handles::{KeyHandle, ObjectHandle, PcrHandle, PersistentTpmHandle, TpmHandle};
 use tss_esapi::interface_types::algorithm::{
     AsymmetricAlgorithm, HashingAlgorithm, SignatureSchemeAlgorithm,
@@ -87,7 +89,23 @@ pub(super) fn run(
             }
         }
     }
-    tracing::debug!("TPM actor stopping");
+    if is_simulator(&cfg.tcti) {
+        // The simulator stops with the appliance: shut it down in order so its next start does
+        // not count a non-orderly shutdown against the dictionary-attack lockout. The next start
+        // is TPM2_Startup(CLEAR), so this is a TPM Reset (resetCount + 1), which is what the
+        // journal expects after a restart. A platform TPM is shut down by the OS, never here.
+        match actor.ctx.shutdown(StartupType::Clear) {
+            Ok(()) => tracing::debug!("TPM actor stopping; sent TPM2_Shutdown(CLEAR)"),
+            Err(e) => tracing::warn!(error = %e, "TPM2_Shutdown(CLEAR) failed"),
+        }
+    } else {
+        tracing::debug!("TPM actor stopping");
+    }
+}
+
+/// True for TCTIs that reach a TPM simulator process (swtpm, mssim) rather than a platform TPM.
+fn is_simulator(tcti: &str) -> bool {
+    matches!(tcti.split(':').next(), Some("swtpm" | "mssim"))
 }
 
 fn to_tss_alg(alg: HashAlg) -> HashingAlgorithm {
@@ -329,8 +347,7 @@ fn reset_count(ctx: &mut Context, ak: KeyHandle, pcr: u32) -> Result<u32, tss_es
 }
 
 fn detect_kind(ctx: &mut Context, tcti: &str) -> Result<TpmKind, tss_esapi::Error> {
-    let name = tcti.split(':').next().unwrap_or_default();
-    if name == "swtpm" || name == "mssim" {
+    if is_simulator(tcti) {
         return Ok(TpmKind::Software);
     }
     let (data, _) = ctx.get_capability(
@@ -472,7 +489,7 @@ fn ensure_ak(
         HashingAlgorithm::Sha256,
         SignatureSchemeAlgorithm::EcDsa,
         None,
-        DefaultKey,
+        NoDa,
     )
     .map_err(tpm_err)?;
     let transient =
@@ -494,6 +511,17 @@ fn ensure_ak(
         "created and persisted the attestation key"
     );
     Ok((key, public))
+}
+
+/// AK template customisation: `noDA`. The AK has an empty auth value and quotes use a password
+/// session, so dictionary-attack protection guards nothing, while a TPM in DA lockout (after
+/// non-orderly restarts) would otherwise refuse every quote.
+struct NoDa;
+
+impl KeyCustomization for NoDa {
+    fn attributes(&self, builder: ObjectAttributesBuilder) -> ObjectAttributesBuilder {
+        builder.with_no_da(true)
+    }
 }
 
 fn is_sakshi_ak(public: &[u8]) -> bool {
