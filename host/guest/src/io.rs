@@ -15,6 +15,15 @@ pub fn outb(port: u16, value: u8) {
     };
 }
 
+pub fn inb(port: u16) -> u8 {
+    let value: u8;
+    // SAFETY: as for `outb`; the read has no memory effects either.
+    unsafe {
+        asm!("in al, dx", in("dx") port, out("al") value, options(nomem, nostack, preserves_flags))
+    };
+    value
+}
+
 pub fn outw(port: u16, value: u16) {
     // SAFETY: as for `outb`.
     unsafe {

@@ -8,6 +8,7 @@
 
 mod boot;
 mod entry;
+mod idle;
 mod io;
 
 use boot::BootInfo;
@@ -25,6 +26,10 @@ const MARKER_VALUE_MAX: usize = COUNTER_GPA - MARKER_GPA - MARKER_PREFIX.len() -
 const SIGNAL_PORT: u16 = 0x440;
 const SIGNAL_BOOT_COMPLETE: u8 = 0x01;
 const SIGNAL_POWER_OFF: u8 = 0x02;
+/// Bit 0 of a read from the signal port: the host asks for a graceful stop.
+const SIGNAL_STOP_REQUESTED: u8 = 0x01;
+/// Seconds between `idle: tick N` lines when the command line has no `heartbeat=`.
+const DEFAULT_HEARTBEAT_S: u64 = 10;
 
 /// The `marker:` line up to the text; the address is spelled out here (checked below), so that
 /// printing it costs no formatting.
@@ -34,6 +39,30 @@ const _: () = assert!(MARKER_GPA == 0x30_0000);
 /// Entry kinds passed by the assembly entries.
 const ENTRY_LINUX64: u32 = 0;
 
+/// What `run=` asks for (the last `run=` word wins).
+#[derive(Default, Clone, Copy, PartialEq, Eq)]
+enum Run {
+    #[default]
+    None,
+    Spin,
+    Idle,
+}
+
+/// A decimal number (at most 19 digits: no overflow); `None` for anything else.
+fn parse_dec(text: &[u8]) -> Option<u64> {
+    if text.is_empty() || text.len() > 19 {
+        return None;
+    }
+    let mut value = 0u64;
+    for b in text {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        value = value * 10 + u64::from(b - b'0');
+    }
+    Some(value)
+}
+
 /// What the command line asks for.
 #[derive(Default)]
 struct Actions<'a> {
@@ -41,7 +70,8 @@ struct Actions<'a> {
     trace: Option<&'a [u8]>,
     mmio_garbage: bool,
     fault_triple: bool,
-    run_spin: bool,
+    run: Run,
+    heartbeat_s: Option<u64>,
     exit_reboot: bool,
     exit_halt: bool,
 }
@@ -53,7 +83,8 @@ impl<'a> Actions<'a> {
             match word {
                 b"mmio=garbage" => actions.mmio_garbage = true,
                 b"fault=triple" => actions.fault_triple = true,
-                b"run=spin" => actions.run_spin = true,
+                b"run=spin" => actions.run = Run::Spin,
+                b"run=idle" => actions.run = Run::Idle,
                 b"exit=reboot" => actions.exit_reboot = true,
                 b"exit=halt" => actions.exit_halt = true,
                 _ => {
@@ -61,6 +92,8 @@ impl<'a> Actions<'a> {
                         actions.marker = Some(value);
                     } else if let Some(value) = word.strip_prefix(b"trace=") {
                         actions.trace = Some(value);
+                    } else if let Some(value) = word.strip_prefix(b"heartbeat=") {
+                        actions.heartbeat_s = parse_dec(value);
                     }
                 }
             }
@@ -137,11 +170,17 @@ extern "C" fn guest_main(entry_kind: u32, boot_info_gpa: u64) -> ! {
         con.put(b"fault: triple\n");
         io::triple_fault();
     }
-    if actions.run_spin {
+    if actions.run == Run::Spin {
         con.put(b"run: spin\n");
         loop {
             bump_counter();
         }
+    }
+    if actions.run == Run::Idle {
+        con.put(b"run: idle\n");
+        idle::run(con, actions.heartbeat_s.unwrap_or(DEFAULT_HEARTBEAT_S));
+        // A graceful stop was requested: power off.
+        power_off(con)
     }
     if actions.exit_reboot {
         con.put(b"exit: reboot\n");
