@@ -616,3 +616,52 @@ fn read_only_reader_serves_proofs_next_to_a_running_log() {
     );
     assert!(sakshi_audit::AuditReader::open(fx.dir.path().join("missing.db")).is_err());
 }
+
+/// `RssFile` of this process, KiB (file pages mapped, as `/proc/self/status` counts them).
+fn rss_file_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("RssFile:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn a_bulk_read_leaves_nothing_mapped_after_release_memory() {
+    let fx = Fixture::new();
+    let log = fx.open(config(1000));
+    fill(&log, 6000);
+    let before = rss_file_kib();
+    // Read every entry through the shared reader connection (mapped).
+    let mut seen = 0usize;
+    let mut cursor = None;
+    loop {
+        let page = log
+            .query(&Query {
+                limit: 1000,
+                cursor,
+                ..Query::default()
+            })
+            .unwrap();
+        seen += page.entries.len();
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(seen, 6000);
+    let mapped = rss_file_kib();
+    assert!(
+        mapped > before + 1024,
+        "reading ~4 MB should map it: {before} -> {mapped} KiB"
+    );
+    log.release_read_memory();
+    let after = rss_file_kib();
+    assert!(
+        after + 1024 < mapped,
+        "release_read_memory unmapped nothing: {mapped} -> {after} KiB"
+    );
+    // The reader still works (re-mapped lazily).
+    assert_eq!(log.query(&Query::default()).unwrap().entries.len(), 100);
+}

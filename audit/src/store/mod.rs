@@ -589,6 +589,11 @@ impl AuditLog {
             .map_err(|_| RetentionError::Append(AppendError::Closed))?
     }
 
+    /// See [`AuditReader::release_memory`].
+    pub fn release_read_memory(&self) {
+        self.reader.release_memory();
+    }
+
     /// The read side (queries, proofs, exports), also usable on its own ([`AuditReader`]).
     pub fn reader(&self) -> &AuditReader {
         &self.reader
@@ -777,6 +782,21 @@ impl AuditReader {
     /// The latest checkpoint.
     pub fn latest_checkpoint(&self) -> Result<Option<SignedCheckpoint>, CheckpointError> {
         self.with_reader(read::latest_checkpoint)
+    }
+
+    /// Gives back what a bulk read (verification, an export, a review) left resident: unmaps
+    /// the database file (re-mapped lazily by the next read) and frees the page cache. A
+    /// long-running process calls this after a scan so its resident size returns to its idle
+    /// size.
+    pub fn release_memory(&self) {
+        let released = self.with_reader(|c| -> rusqlite::Result<()> {
+            c.pragma_update(None, "mmap_size", 0)?;
+            c.pragma_update(None, "mmap_size", 1i64 << 40)?;
+            c.execute_batch("PRAGMA shrink_memory")
+        });
+        if let Err(e) = released {
+            tracing::warn!(error = %e, "cannot release the audit reader's memory");
+        }
     }
 
     /// All checkpoints with tree size in `[from_size, to_size]`, in log order.
