@@ -78,6 +78,7 @@ run "UI GET /vms" /vms "$CK"
 run "UI GET /vms/{id}" "/vms/$VM" "$CK"
 run "UI GET / (overview)" / "$CK"
 run "UI GET /audit" /audit "$CK"
+run "UI GET /audit/{index} (+ proof)" "/audit/$((ENTRIES / 2))" "$CK"
 RSS_AFTER=$(awk '/VmRSS/{print $2}' /proc/$PID/status)
 sleep 20
 RSS_SETTLED=$(awk '/VmRSS/{print $2}' /proc/$PID/status)

@@ -58,11 +58,17 @@ pub enum AuditAction {
     AuditCheckpointRead,
     /// A TPM quote was produced.
     AttestQuote,
+    /// An evidence bundle or a compliance report was produced (`details.kind`).
+    EvidenceExport,
+    /// A patch was recorded (the entry is the ledger record: `details.patch`).
+    PatchRecord,
+    /// A patched image was approved into the measured-boot golden set.
+    ImageApprove,
 }
 
 /// Every action.
 #[cfg(test)]
-pub const ALL: [AuditAction; 27] = [
+pub const ALL: [AuditAction; 30] = [
     AuditAction::ApplianceStart,
     AuditAction::ApplianceStop,
     AuditAction::LoginSucceeded,
@@ -90,6 +96,9 @@ pub const ALL: [AuditAction; 27] = [
     AuditAction::AuditProof,
     AuditAction::AuditCheckpointRead,
     AuditAction::AttestQuote,
+    AuditAction::EvidenceExport,
+    AuditAction::PatchRecord,
+    AuditAction::ImageApprove,
 ];
 
 impl AuditAction {
@@ -123,6 +132,9 @@ impl AuditAction {
             AuditAction::AuditProof => "audit.read",
             AuditAction::AuditCheckpointRead => "audit.read",
             AuditAction::AttestQuote => "attest.quote",
+            AuditAction::EvidenceExport => "evidence.export",
+            AuditAction::PatchRecord => "patch.record",
+            AuditAction::ImageApprove => "image.approve",
         }
     }
 }

@@ -32,6 +32,53 @@ pub struct Config {
     /// SIEM streaming over OTLP (off when absent).
     #[serde(default)]
     pub otlp: Option<crate::otlp::OtlpConfig>,
+    /// The operator's data-location statement for evidence bundles (RBI payment data storage,
+    /// DPDP); absent: the statement is missing and its controls need review.
+    #[serde(default)]
+    pub data_location: Option<DataLocationConfig>,
+}
+
+/// `[data_location]`: where the appliance's data is stored, as declared by the operator.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DataLocationConfig {
+    /// Who declares it (name and role).
+    pub declared_by: String,
+    /// When it was declared (RFC 3339).
+    pub declared_at: chrono::DateTime<chrono::Utc>,
+    /// Every storage location.
+    pub locations: Vec<StorageLocationConfig>,
+}
+
+/// One `[[data_location.locations]]` entry.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StorageLocationConfig {
+    /// What is stored there (`audit log`, `archive segments`, `SIEM`, `backups`, ...).
+    pub what: String,
+    /// ISO 3166-1 alpha-2 country code (`IN`).
+    pub country: String,
+    /// Site, region or data centre.
+    pub site: String,
+}
+
+impl DataLocationConfig {
+    /// The statement evidence bundles carry.
+    pub fn statement(&self) -> sakshi_reports::DataLocation {
+        sakshi_reports::DataLocation {
+            locations: self
+                .locations
+                .iter()
+                .map(|l| sakshi_reports::StorageLocation {
+                    what: l.what.clone(),
+                    country: l.country.clone(),
+                    site: l.site.clone(),
+                })
+                .collect(),
+            declared_by: self.declared_by.clone(),
+            declared_at: self.declared_at,
+        }
+    }
 }
 
 /// `[audit]`
@@ -42,6 +89,10 @@ pub struct AuditLogConfig {
     pub checkpoint_every: u64,
     /// ... and at least this often, seconds.
     pub checkpoint_interval_seconds: u64,
+    /// How often the daily review task wakes, seconds (60..=86400). Each wake reviews the
+    /// previous UTC day (PCI DSS 10.4.1.1) unless its report is already stored, so a day is
+    /// reviewed once however often it wakes; the first wake is shortly after start.
+    pub review_check_seconds: u64,
 }
 
 impl Default for AuditLogConfig {
@@ -49,6 +100,7 @@ impl Default for AuditLogConfig {
         AuditLogConfig {
             checkpoint_every: 1000,
             checkpoint_interval_seconds: 60,
+            review_check_seconds: 3600,
         }
     }
 }
@@ -204,7 +256,7 @@ impl Default for DemoConfig {
             name: "demo".to_owned(),
             kernel: None,
             initrd: None,
-            cmdline: "console=ttyS0 marker=demo".to_owned(),
+            cmdline: "console=ttyS0 marker=demo run=idle".to_owned(),
             vcpus: 1,
             memory_mib: 64,
         }
@@ -389,6 +441,9 @@ impl Config {
         if self.audit.checkpoint_interval_seconds == 0 {
             return bad("audit.checkpoint_interval_seconds", "must be at least 1");
         }
+        if !(60..=86_400).contains(&self.audit.review_check_seconds) {
+            return bad("audit.review_check_seconds", "must be between 60 and 86400");
+        }
         let kind = self.tpm.kind.as_str();
         if kind != "swtpm" && !kind.starts_with("device:/") {
             return bad(
@@ -398,6 +453,37 @@ impl Config {
         }
         if let Some(o) = &self.otlp {
             o.validate().map_err(ConfigError::Otlp)?;
+        }
+        if let Some(d) = &self.data_location {
+            let text = |s: &str| {
+                !s.trim().is_empty() && s.len() <= 200 && !s.chars().any(char::is_control)
+            };
+            if !text(&d.declared_by) {
+                return bad(
+                    "data_location.declared_by",
+                    "must be 1-200 printable characters",
+                );
+            }
+            if d.locations.is_empty() {
+                return bad("data_location.locations", "must list at least one location");
+            }
+            for l in &d.locations {
+                if !text(&l.what) || !text(&l.site) {
+                    return bad(
+                        "data_location.locations",
+                        "what and site must be 1-200 printable characters",
+                    );
+                }
+                if l.country.len() != 2 || !l.country.bytes().all(|b| b.is_ascii_uppercase()) {
+                    return bad(
+                        "data_location.locations.country",
+                        format!(
+                            "{:?}: expected an ISO 3166-1 alpha-2 code such as IN",
+                            l.country
+                        ),
+                    );
+                }
+            }
         }
         Ok(())
     }
@@ -412,6 +498,30 @@ mod tests {
         let c = Config::parse("").unwrap();
         assert_eq!(c, Config::default());
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn data_location_is_validated() {
+        let ok = "[data_location]\ndeclared_by = \"Asha Rao, CISO\"\ndeclared_at = \"2026-11-01T00:00:00Z\"\n[[data_location.locations]]\nwhat = \"audit log\"\ncountry = \"IN\"\nsite = \"Mumbai DC-1\"\n";
+        let c = Config::parse(ok).unwrap();
+        c.validate().unwrap();
+        let s = c.data_location.as_ref().unwrap().statement();
+        assert_eq!(s.locations[0].country, "IN");
+        assert_eq!(s.declared_by, "Asha Rao, CISO");
+        let bad = Config::parse(&ok.replace("\"IN\"", "\"India\"")).unwrap();
+        assert!(matches!(
+            bad.validate(),
+            Err(ConfigError::Invalid {
+                field: "data_location.locations.country",
+                ..
+            })
+        ));
+        let none = Config::parse(
+            "[data_location]\ndeclared_by = \"x\"\ndeclared_at = \"2026-11-01T00:00:00Z\"\nlocations = []\n",
+        )
+        .unwrap();
+        assert!(none.validate().is_err());
+        assert!(Config::parse(&ok.replace("site =", "bogus = 1\nsite =")).is_err());
     }
 
     #[test]
@@ -478,6 +588,24 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn review_check_interval_defaults_to_hourly_and_is_bounded() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.audit.review_check_seconds, 3600);
+        let c = Config::parse("[audit]\nreview_check_seconds = 600\n").unwrap();
+        assert_eq!(c.audit.review_check_seconds, 600);
+        c.validate().unwrap();
+        for bad in ["0", "59", "86401"] {
+            let c = Config::parse(&format!("[audit]\nreview_check_seconds = {bad}\n")).unwrap();
+            match c.validate() {
+                Err(ConfigError::Invalid { field, .. }) => {
+                    assert_eq!(field, "audit.review_check_seconds", "{bad}")
+                }
+                other => panic!("{bad}: unexpected {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -76,9 +76,15 @@ pub enum ServeError {
     /// TLS could not be set up.
     #[error("cannot set up TLS")]
     Tls(#[source] crate::listen::TlsSetupError),
+    /// The evidence service could not start.
+    #[error("cannot start the evidence service")]
+    Evidence(#[source] crate::backend::evidence::EvidenceInitError),
     /// The OTLP audit shipper could not start.
     #[error("cannot start the OTLP audit shipper")]
     Otlp(#[source] crate::otlp::ShipperStartError),
+    /// OTLP span, console and metric export could not start.
+    #[error("cannot start OTLP telemetry export")]
+    Telemetry(#[source] crate::otlp::TelemetryStartError),
     /// Serving failed.
     #[error("HTTP server failed")]
     Serve(#[source] std::io::Error),
@@ -214,26 +220,6 @@ struct Opened {
     _swtpm: Option<sakshi_attest::Swtpm>,
 }
 
-/// swtpm is killed without a TPM2_Shutdown when it stops, which the TPM counts against its
-/// dictionary-attack counter: after a few restarts it would refuse the (DA-protected) keys. For
-/// the software TPM the appliance itself runs, clear that counter at start (lockout auth is
-/// empty on a fresh swtpm). Never done for a hardware TPM.
-fn clear_swtpm_lockout(tcti: &str) {
-    match std::process::Command::new("tpm2_dictionarylockout")
-        .args(["--clear-lockout", "--tcti", tcti])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .output()
-    {
-        Ok(o) if o.status.success() => {}
-        Ok(o) => tracing::warn!(
-            stderr = %String::from_utf8_lossy(&o.stderr).trim(),
-            "could not clear the swtpm dictionary-attack lockout"
-        ),
-        Err(e) => tracing::warn!(error = %e, "tpm2_dictionarylockout (tpm2-tools) not runnable"),
-    }
-}
-
 fn open(config: &Config) -> Result<(Opened, std::sync::mpsc::Receiver<LifecycleNote>), ServeError> {
     let dir = &config.data.dir;
     for sub in ["", "images", "run", "tpm", "snapshots"] {
@@ -243,8 +229,9 @@ fn open(config: &Config) -> Result<(Opened, std::sync::mpsc::Receiver<LifecycleN
     let (swtpm, tcti) = if config.tpm.kind == "swtpm" {
         let s = sakshi_attest::Swtpm::start(&dir.join("tpm").join("swtpm"))
             .map_err(ServeError::Swtpm)?;
+        // Orderly restarts keep swtpm's DA lockout counter at 0: the TPM actor and the Swtpm
+        // harness send TPM2_Shutdown when they stop, and the AK is noDA (sakshi-attest).
         let tcti = s.tcti();
-        clear_swtpm_lockout(&tcti);
         (Some(s), tcti)
     } else {
         (None, config.tpm.kind.clone())
@@ -279,15 +266,18 @@ fn open(config: &Config) -> Result<(Opened, std::sync::mpsc::Receiver<LifecycleN
     let password = key_password(dir)?;
     let (key, _) = ApplianceKey::load_or_generate(&dir.join("audit-key.pem"), password.as_bytes())
         .map_err(ServeError::AuditKey)?;
+    // Shared with the evidence service, which signs bundle manifests with it.
+    let key = Arc::new(key);
     let audit_config = AuditConfig {
         checkpoint_every: config.audit.checkpoint_every,
         checkpoint_interval: Duration::from_secs(config.audit.checkpoint_interval_seconds),
         ..AuditConfig::default()
     };
+    let retention = audit_config.retention.clone();
     let log = AuditLog::open(
         dir.join("audit.sqlite"),
         audit_config,
-        Arc::new(key),
+        key.clone(),
         Some(Arc::new(TpmWitness(tpm.clone()))),
     )
     .map_err(ServeError::AuditLog)?;
@@ -301,6 +291,9 @@ fn open(config: &Config) -> Result<(Opened, std::sync::mpsc::Receiver<LifecycleN
     let first_start = users.count().map_err(ServeError::Users)? == 0;
     let images = ImageStore::open(&dir.join("images")).map_err(ServeError::Images)?;
     let registry = Arc::new(Registry::open(&dir.join("vms.sqlite")).map_err(ServeError::Registry)?);
+    let golden: Arc<dyn crate::backend::evidence::GoldenSet> = Arc::new(
+        crate::backend::evidence::MeasuredGolden::new(measured.clone()),
+    );
     let measurer = Arc::new(Measurer::new(Some(measured), registry.clone()));
     let sup = Supervisor::new(
         SupervisorConfig::new(vmm_path(config), dir.join("run")),
@@ -312,6 +305,31 @@ fn open(config: &Config) -> Result<(Opened, std::sync::mpsc::Receiver<LifecycleN
     let settings = Settings::from_config(config, binary_sha256());
     let state = AppState::new(config, settings, host.clone(), audit.clone(), users, images);
     state.set_tpm(tpm.clone());
+    let evidence = Arc::new(
+        crate::backend::evidence::EvidenceService::new(
+            log.clone(),
+            key,
+            Box::new(crate::backend::evidence::TpmQuotes(tpm.clone())),
+            Some(golden),
+            retention,
+            dir,
+            host.host_info().hostname,
+        )
+        .map_err(ServeError::Evidence)?
+        .with_location(config.data_location.as_ref().map(|d| d.statement())),
+    );
+    // Approvals of patched images live in the ledger (the audit log); re-apply them.
+    match evidence.restore_golden() {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            golden.digests = n,
+            "golden set restored from the patch ledger"
+        ),
+        Err(e) => {
+            tracing::error!(error = %crate::ops::error_chain(&e), "cannot restore the golden set from the patch ledger")
+        }
+    }
+    state.set_evidence(evidence);
     Ok((
         Opened {
             state,
@@ -478,16 +496,18 @@ pub async fn serve(
     let version = env!("CARGO_PKG_VERSION");
     let sha = o.state.inner.settings.binary_sha256.clone();
 
-    // SIEM streaming: ship audit entries over OTLP from the durable cursor, nudged on append.
-    let shipper = match &config.otlp {
+    // SIEM streaming: ship audit entries over OTLP from the durable cursor, nudged on append;
+    // spans (API requests, VM phases), guest console lines and metrics through `Telemetry`.
+    let metrics = Arc::new(crate::otlp::Metrics::new());
+    let (shipper, telemetry) = match &config.otlp {
         Some(otlp) => {
-            let metrics = Arc::new(crate::otlp::Metrics::new());
             o.state.set_metrics(metrics.clone(), otlp.prometheus);
             let source = Arc::new(crate::otlp::AuditLogSource::new(o.log.clone()));
             let handle = Arc::new(
                 crate::otlp::Shipper::spawn(otlp.clone(), source, metrics.clone())
                     .map_err(ServeError::Otlp)?,
             );
+            o.state.set_delivery(handle.subscribe(), &otlp.endpoint);
             let weak = Arc::downgrade(&handle);
             let counted = metrics.clone();
             o.audit.set_on_append(Box::new(move || {
@@ -496,14 +516,23 @@ pub async fn serve(
                     h.nudge();
                 }
             }));
+            let (telemetry, _task) = crate::otlp::Telemetry::spawn(otlp, metrics.clone())
+                .map_err(ServeError::Telemetry)?;
             println!(
                 "sakshi: shipping audit entries over OTLP to {}",
                 otlp.endpoint
             );
-            Some(handle)
+            (Some(handle), telemetry)
         }
-        None => None,
+        None => {
+            let counted = metrics.clone();
+            o.audit
+                .set_on_append(Box::new(move || counted.audit_appends.inc()));
+            (None, crate::otlp::Telemetry::disabled(metrics.clone()))
+        }
     };
+    o.state.set_telemetry(telemetry.clone());
+    o.host.set_telemetry(telemetry.clone());
 
     // Lifecycle events -> audit entries.
     let audit_for_pump = o.audit.clone();
@@ -549,6 +578,13 @@ pub async fn serve(
         demo_vm(&o, &config)?;
     }
 
+    // PCI DSS 10.4.1.1: review the previous UTC day, once per day.
+    let review_task = o.state.inner.evidence.get().cloned().map(|svc| {
+        tokio::spawn(crate::backend::evidence::daily_review_loop(
+            svc,
+            Duration::from_secs(config.audit.review_check_seconds),
+        ))
+    });
     let router = crate::routes::build_router(o.state.clone());
     let addr = config.server.listen;
     let tcp = tokio::net::TcpListener::bind(addr)
@@ -579,6 +615,9 @@ pub async fn serve(
         }
     };
     tracing::info!("shutting down");
+    if let Some(t) = review_task {
+        t.abort();
+    }
     let host = o.host.clone();
     let on_shutdown = config.vms.on_shutdown;
     let left = tokio::task::spawn_blocking(move || {
@@ -629,6 +668,7 @@ pub async fn serve(
     if let Some(h) = shipper.and_then(Arc::into_inner) {
         h.shutdown().await;
     }
+    telemetry.flush().await;
     println!("sakshi: stopped");
     served.map_err(ServeError::Serve)
 }

@@ -184,6 +184,47 @@ fn doc(op: Op) -> Option<Doc> {
             200,
             Some("Quote"),
         ),
+        Op::EvidenceExport => d(
+            "Signed evidence bundle (tar.gz, sakshi-evidence/v1) for a period and scope, with a fresh TPM quote; streamed; Content-Disposition names the file; audited",
+            "evidence",
+            &[],
+            Some(Body::Json("EvidenceRequest")),
+            200,
+            None,
+        ),
+        Op::ReportHtml => d(
+            "Printable HTML compliance report of one framework (id or unique id prefix, e.g. pci-dss) for a period; audited",
+            "evidence",
+            &[
+                Param(
+                    "from",
+                    Str,
+                    true,
+                    "RFC 3339 start of the period (inclusive)",
+                ),
+                Param("to", Str, true, "RFC 3339 end of the period (exclusive)"),
+                Param("scope", Str, false, "all (default) or vm:<id>"),
+            ],
+            None,
+            200,
+            None,
+        ),
+        Op::PatchList => d(
+            "Patch ledger and per-CVE time-to-patch against PCI DSS 6.3.3; audited",
+            "patches",
+            &[],
+            None,
+            200,
+            Some("PatchLedger"),
+        ),
+        Op::PatchRecord => d(
+            "Record a patch (stored as a patch.record audit entry); a golden image is approved into measured boot's golden set (audited as image.approve)",
+            "patches",
+            &[],
+            Some(Body::Json("NewPatch")),
+            201,
+            Some("PatchRecorded"),
+        ),
         Op::Metrics => d(
             "Prometheus text metrics (404 without [otlp]; open to loopback callers with prometheus = \"loopback\")",
             "metrics",
@@ -300,6 +341,14 @@ pub fn document() -> Value {
                 "description": "Prometheus text exposition format 0.0.4",
                 "content": { "text/plain": { "schema": { "type": "string" } } }
             }),
+            (Op::EvidenceExport, _) => json!({
+                "description": "the evidence bundle (sakshi-evidence/v1); verify it with `sakshi-verify bundle FILE --key PUB.pem`",
+                "content": { "application/gzip": { "schema": { "type": "string", "format": "binary" } } }
+            }),
+            (Op::ReportHtml, _) => json!({
+                "description": "printable HTML report",
+                "content": { "text/html": { "schema": { "type": "string" } } }
+            }),
             (Op::OpenApi, _) => json!({
                 "description": "OpenAPI 3.1 document",
                 "content": { "application/json": { "schema": { "type": "object" } } }
@@ -343,6 +392,8 @@ pub fn document() -> Value {
                 | Op::VmDestroy
                 | Op::UserCreate
                 | Op::UserDelete
+                | Op::EvidenceExport
+                | Op::ReportHtml
         ) {
             responses.insert("409".into(), problem("not allowed in the current state"));
         }
@@ -500,7 +551,14 @@ fn schemas() -> Value {
                 "host": { "$ref": "#/components/schemas/HostInfo" }, "vms": { "$ref": "#/components/schemas/VmCounts" },
                 "audit_size": i, "audit_root": s,
                 "last_checkpoint": { "oneOf": [{ "type": "null" }, { "$ref": "#/components/schemas/Checkpoint" }] },
-                "user": s, "role": { "type": ["string", "null"] } } }));
+                "user": s, "role": { "type": ["string", "null"] },
+                "siem": { "oneOf": [{ "type": "null" }, { "$ref": "#/components/schemas/SiemDelivery" }] } } }));
+    m.insert("SiemDelivery".into(), json!({ "type": "object", "additionalProperties": false,
+            "required": ["state", "next_seq", "pending", "lag_secs", "consecutive_failures"],
+            "properties": { "state": { "type": "string", "enum": ["healthy", "retrying", "logging_failure"] },
+                "next_seq": i, "pending": i, "lag_secs": { "type": "number" }, "consecutive_failures": i,
+                "last_error": ns, "last_ack_unix_ms": { "type": ["integer", "null"] },
+                "failing_since_unix_ms": { "type": ["integer", "null"] } } }));
     m.insert("CreateVm".into(), json!({ "type": "object", "required": ["name", "kernel_sha256"], "additionalProperties": false,
             "properties": { "name": { "type": "string", "pattern": "^[a-z][a-z0-9-]{0,62}$" }, "kernel_sha256": hash,
                 "initrd_sha256": { "type": ["string", "null"], "pattern": "^[0-9a-f]{64}$" },
@@ -577,5 +635,51 @@ fn schemas() -> Value {
             "properties": { "name": s, "role": { "oneOf": [{ "type": "null" }, role] }, "expires_in_days": { "type": ["integer", "null"], "minimum": 1 } } }));
     m.insert("TokenLogin".into(), json!({ "type": "object", "required": ["username", "password", "name"], "additionalProperties": false,
             "properties": { "username": s, "password": s, "name": s, "expires_in_days": { "type": ["integer", "null"], "minimum": 1 } } }));
+    let date = json!({ "type": "string", "format": "date" });
+    let time = json!({ "type": "string", "format": "date-time" });
+    let severity = json!({ "type": "string", "enum": ["low", "medium", "high", "critical"] });
+    let component =
+        json!({ "type": "string", "enum": ["appliance", "vmm", "guest_kernel", "guest_image"] });
+    let cve_fix = json!({ "type": "object", "required": ["id", "severity", "vendor_released"], "additionalProperties": false,
+            "properties": { "id": { "type": "string", "pattern": "^CVE-[0-9]{4}-[0-9]{4,}$" }, "severity": severity, "vendor_released": date } });
+    let artifact = json!({ "type": "object", "required": ["name", "sha256"], "additionalProperties": false,
+            "properties": { "name": s, "sha256": hash } });
+    let golden = json!({ "type": "object", "required": ["kernel_sha256"], "additionalProperties": false,
+            "properties": { "kernel_sha256": hash, "initrd_sha256": hash } });
+    m.insert(
+        "EvidenceRequest".into(),
+        json!({ "type": "object", "required": ["from", "to"], "additionalProperties": false,
+            "properties": { "from": time, "to": time,
+                "scope": { "type": "string", "pattern": "^(all|vm:.+)$", "default": "all" } } }),
+    );
+    m.insert("NewPatch".into(), json!({ "type": "object", "required": ["component", "from_version", "to_version", "approver"], "additionalProperties": false,
+            "properties": { "component": component, "from_version": s, "to_version": s,
+                "cves": { "type": "array", "items": cve_fix }, "applied_at": time,
+                "artifacts": { "type": "array", "items": artifact }, "approver": s,
+                "golden_image": golden, "notes": s } }));
+    m.insert("PatchRecord".into(), json!({ "type": "object",
+            "required": ["seq", "id", "recorded_at", "recorded_by", "component", "from_version", "to_version", "cves", "artifacts", "approver"],
+            "additionalProperties": false,
+            "properties": { "seq": i, "id": s, "recorded_at": time, "recorded_by": s, "component": component,
+                "from_version": s, "to_version": s, "cves": { "type": "array", "items": cve_fix },
+                "applied_at": time, "artifacts": { "type": "array", "items": artifact }, "approver": s,
+                "golden_image": golden, "notes": s } }));
+    m.insert("CveStatus".into(), json!({ "type": "object",
+            "required": ["cve", "component", "severity", "vendor_released", "patch_id", "days", "sla", "fails_6_3_3"],
+            "additionalProperties": false,
+            "properties": { "cve": s, "component": component, "severity": severity, "vendor_released": date,
+                "applied_at": { "type": ["string", "null"], "format": "date-time" }, "patch_id": s,
+                "days": { "type": "integer" }, "deadline_days": ni,
+                "sla": { "type": "string", "enum": ["patched_in_time", "patched_late", "pending", "overdue", "no_deadline"] },
+                "fails_6_3_3": { "type": "boolean" } } }));
+    m.insert("PatchLedger".into(), json!({ "type": "object", "required": ["as_of", "records", "cves", "failing"], "additionalProperties": false,
+            "properties": { "as_of": time,
+                "records": { "type": "array", "items": { "$ref": "#/components/schemas/PatchRecord" } },
+                "cves": { "type": "array", "items": { "$ref": "#/components/schemas/CveStatus" } },
+                "failing": i } }));
+    m.insert("PatchRecorded".into(), json!({ "type": "object", "required": ["record", "golden_set"], "additionalProperties": false,
+            "properties": { "record": { "$ref": "#/components/schemas/PatchRecord" },
+                "golden_set": { "oneOf": [{ "type": "null" }, { "type": "object", "required": ["approved", "digests_added"], "additionalProperties": false,
+                    "properties": { "approved": { "type": "boolean" }, "digests_added": i } }] } } }));
     Value::Object(m)
 }

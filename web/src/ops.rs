@@ -284,6 +284,7 @@ pub async fn overview(app: &AppState, ctx: &Ctx) -> Result<Overview, ApiError> {
         last_checkpoint: checkpoint,
         user: ctx.actor(),
         role: ctx.role(),
+        siem: app.delivery_health(),
     })
 }
 

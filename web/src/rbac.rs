@@ -40,11 +40,22 @@ impl Role {
             Role::Admin => true,
             Role::Operator => matches!(
                 perm,
-                P::ViewAppliance | P::VmRead | P::VmLifecycle | P::ImageRead | P::ImageWrite
+                P::ViewAppliance
+                    | P::VmRead
+                    | P::VmLifecycle
+                    | P::ImageRead
+                    | P::ImageWrite
+                    | P::PatchRead
+                    | P::PatchRecord
             ),
             Role::Auditor => matches!(
                 perm,
-                P::ViewAppliance | P::VmRead | P::ImageRead | P::AuditRead | P::EvidenceExport
+                P::ViewAppliance
+                    | P::VmRead
+                    | P::ImageRead
+                    | P::AuditRead
+                    | P::EvidenceExport
+                    | P::PatchRead
             ),
             Role::Responder => matches!(
                 perm,
@@ -104,6 +115,10 @@ pub enum Permission {
     AuditRead,
     /// Export evidence bundles and reports.
     EvidenceExport,
+    /// Read the patch ledger and per-CVE time-to-patch.
+    PatchRead,
+    /// Record a patch (and approve its image into the golden set).
+    PatchRecord,
     /// Manage users and everyone's tokens.
     UserAdmin,
 }
@@ -121,6 +136,8 @@ impl Permission {
             Permission::ImageWrite => "image.write",
             Permission::AuditRead => "audit.read",
             Permission::EvidenceExport => "evidence.export",
+            Permission::PatchRead => "patch.read",
+            Permission::PatchRecord => "patch.record",
             Permission::UserAdmin => "user.admin",
         }
     }
@@ -160,5 +177,17 @@ mod tests {
             vec![Role::Admin, Role::Auditor, Role::Responder]
         );
         assert_eq!(holders(Permission::ViewAppliance), Role::ALL.to_vec());
+        assert_eq!(
+            holders(Permission::EvidenceExport),
+            vec![Role::Admin, Role::Auditor]
+        );
+        assert_eq!(
+            holders(Permission::PatchRecord),
+            vec![Role::Admin, Role::Operator]
+        );
+        assert_eq!(
+            holders(Permission::PatchRead),
+            vec![Role::Admin, Role::Operator, Role::Auditor]
+        );
     }
 }

@@ -62,6 +62,10 @@ pub enum Op {
     AuditVerify,
     AuditCheckpoints,
     AttestQuote,
+    EvidenceExport,
+    ReportHtml,
+    PatchList,
+    PatchRecord,
     Metrics,
     UserList,
     UserCreate,
@@ -90,6 +94,10 @@ pub enum Op {
     UiAuditEntry,
     UiAuditVerify,
     UiAttestation,
+    UiEvidence,
+    UiEvidenceExport,
+    UiReport,
+    UiPatches,
     UiUsers,
     UiUserCreate,
     UiUserDelete,
@@ -154,6 +162,10 @@ routes! {
     AuditVerify POST "/api/v1/audit/verify" Api Perm(P::AuditRead);
     AuditCheckpoints GET "/api/v1/audit/checkpoints" Api Perm(P::AuditRead);
     AttestQuote POST "/api/v1/attestations" Api Perm(P::AuditRead);
+    EvidenceExport POST "/api/v1/evidence" Api Perm(P::EvidenceExport);
+    ReportHtml GET "/api/v1/reports/{framework}" Api Perm(P::EvidenceExport);
+    PatchList GET "/api/v1/patches" Api Perm(P::PatchRead);
+    PatchRecord POST "/api/v1/patches" Api Perm(P::PatchRecord);
     Metrics GET "/metrics" Api Perm(P::ViewAppliance);
     UserList GET "/api/v1/users" Api Perm(P::UserAdmin);
     UserCreate POST "/api/v1/users" Api Perm(P::UserAdmin);
@@ -182,6 +194,10 @@ routes! {
     UiAuditEntry GET "/audit/{index}" Ui Perm(P::AuditRead);
     UiAuditVerify POST "/audit/verify" Ui Perm(P::AuditRead);
     UiAttestation GET "/attestation" Ui Perm(P::ViewAppliance);
+    UiEvidence GET "/evidence" Ui Perm(P::EvidenceExport);
+    UiEvidenceExport POST "/evidence" Ui Perm(P::EvidenceExport);
+    UiReport GET "/evidence/reports/{framework}" Ui Perm(P::EvidenceExport);
+    UiPatches GET "/patches" Ui Perm(P::PatchRead);
     UiUsers GET "/users" Ui Perm(P::UserAdmin);
     UiUserCreate POST "/users" Ui Perm(P::UserAdmin);
     UiUserDelete POST "/users/{name}/delete" Ui Perm(P::UserAdmin);
@@ -217,6 +233,10 @@ fn handler(op: Op, max_image_bytes: usize) -> MethodRouter<AppState> {
         AuditVerify => post(api::audit::verify),
         AuditCheckpoints => get(api::audit::checkpoints),
         AttestQuote => post(api::attest::quote),
+        EvidenceExport => post(api::evidence::export),
+        ReportHtml => get(api::evidence::report),
+        PatchList => get(api::patches::list),
+        PatchRecord => post(api::patches::create),
         Metrics => get(api::misc::metrics),
         UserList => get(api::users::list),
         UserCreate => post(api::users::create),
@@ -245,6 +265,10 @@ fn handler(op: Op, max_image_bytes: usize) -> MethodRouter<AppState> {
         UiAuditEntry => get(ui::audit::entry),
         UiAuditVerify => post(ui::audit::verify),
         UiAttestation => get(ui::overview::attestation),
+        UiEvidence => get(ui::evidence::page),
+        UiEvidenceExport => post(ui::evidence::export),
+        UiReport => get(ui::evidence::report),
+        UiPatches => get(ui::evidence::patches),
         UiUsers => get(ui::users::list),
         UiUserCreate => post(ui::users::create),
         UiUserDelete => post(ui::users::delete),
@@ -269,6 +293,11 @@ pub fn build_router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(settings.max_body_bytes))
+        // Inside `context`, which resolves the trace id the span uses.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::otlp::trace_request,
+        ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             crate::ctx::context,

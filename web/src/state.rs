@@ -66,6 +66,15 @@ pub(crate) struct Inner {
     pub tpm: std::sync::OnceLock<sakshi_attest::Tpm>,
     /// Metrics served at `/metrics` and who may read them (set when `[otlp]` is configured).
     pub metrics: std::sync::OnceLock<(Arc<crate::otlp::Metrics>, crate::otlp::PrometheusAccess)>,
+    /// Evidence bundles, reports and the golden set (set by the daemon).
+    pub evidence: std::sync::OnceLock<Arc<crate::backend::evidence::EvidenceService>>,
+    /// Spans and console export (set by the daemon; absent in router tests).
+    pub telemetry: std::sync::OnceLock<crate::otlp::Telemetry>,
+    /// SIEM delivery state from the audit shipper (set when `[otlp]` is configured).
+    pub delivery: std::sync::OnceLock<(
+        tokio::sync::watch::Receiver<crate::otlp::DeliveryHealth>,
+        String,
+    )>,
 }
 
 impl AppState {
@@ -98,6 +107,9 @@ impl AppState {
                 started: Instant::now(),
                 tpm: std::sync::OnceLock::new(),
                 metrics: std::sync::OnceLock::new(),
+                evidence: std::sync::OnceLock::new(),
+                telemetry: std::sync::OnceLock::new(),
+                delivery: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -107,6 +119,12 @@ impl AppState {
         let _ = self.inner.tpm.set(tpm);
     }
 
+    /// Attaches the evidence service behind `/api/v1/evidence`, `/api/v1/reports` and the
+    /// patch ledger's golden-set hook (first call wins).
+    pub(crate) fn set_evidence(&self, evidence: Arc<crate::backend::evidence::EvidenceService>) {
+        let _ = self.inner.evidence.set(evidence);
+    }
+
     /// Serves `metrics` at `/metrics` to the callers `access` names (first call wins).
     pub fn set_metrics(
         &self,
@@ -114,6 +132,49 @@ impl AppState {
         access: crate::otlp::PrometheusAccess,
     ) {
         let _ = self.inner.metrics.set((metrics, access));
+    }
+
+    /// Emits request spans through `telemetry` (first call wins).
+    pub fn set_telemetry(&self, telemetry: crate::otlp::Telemetry) {
+        let _ = self.inner.telemetry.set(telemetry);
+    }
+
+    /// The telemetry handle, when the daemon set one.
+    pub fn telemetry(&self) -> Option<&crate::otlp::Telemetry> {
+        self.inner.telemetry.get()
+    }
+
+    /// Shows the audit shipper's delivery state (to `endpoint`) on the overview and in evidence
+    /// bundles (first call wins). Credentials in the endpoint URL are never kept.
+    pub fn set_delivery(
+        &self,
+        health: tokio::sync::watch::Receiver<crate::otlp::DeliveryHealth>,
+        endpoint: &str,
+    ) {
+        let _ = self
+            .inner
+            .delivery
+            .set((health, crate::otlp::redact_endpoint(endpoint)));
+    }
+
+    /// The SIEM delivery state, when the audit shipper runs.
+    pub fn delivery_health(&self) -> Option<crate::otlp::DeliveryHealth> {
+        self.inner.delivery.get().map(|(h, _)| h.borrow().clone())
+    }
+
+    /// The SIEM delivery state as evidence: the receiver, what it acknowledged, the backlog.
+    pub fn siem_status(&self) -> Option<sakshi_reports::SiemStatus> {
+        let (h, endpoint) = self.inner.delivery.get()?;
+        let h = h.borrow().clone();
+        let now = chrono::Utc::now();
+        let lag = chrono::Duration::milliseconds((h.lag_secs * 1000.0) as i64);
+        Some(sakshi_reports::SiemStatus {
+            collected_at: now,
+            endpoint: endpoint.clone(),
+            acked_size: h.next_seq,
+            log_size: h.next_seq + h.pending,
+            oldest_unacked: (h.pending > 0).then(|| now - lag),
+        })
     }
 
     /// Runs `f` on a blocking thread (SQLite, argon2, the VM host).
@@ -145,7 +206,8 @@ impl AppState {
             details: ctx.decorate(details),
             trace_id: Some(ctx.trace_id.clone()),
         };
-        Ok(self.blocking(move |i| i.audit.append(record)).await??)
+        // Not on the blocking pool: waiting for the group commit holds no thread.
+        Ok(self.inner.audit.append_async(record).await?)
     }
 
     /// Appends a system entry (no request).

@@ -29,6 +29,9 @@ struct H {
     kernel: String,
     initrd: String,
     vm_id: String,
+    /// The evidence service's own log (export and reports read it).
+    evidence_log: Arc<sakshi_audit::AuditLog>,
+    golden: Arc<crate::backend::evidence::tests::MemGolden>,
 }
 
 fn fake_kernel() -> Vec<u8> {
@@ -81,6 +84,9 @@ fn harness_with(config: Config) -> H {
     vms.start(&vm.summary.id).unwrap();
     let settings = Settings::from_config(&config, "ab".repeat(32));
     let app = AppState::new(&config, settings, vms.clone(), audit.clone(), users, images);
+    let (evidence, evidence_log, golden) =
+        crate::backend::evidence::tests::test_service(dir.path());
+    app.set_evidence(evidence);
     H {
         router: build_router(app.clone()),
         app,
@@ -91,6 +97,8 @@ fn harness_with(config: Config) -> H {
         kernel: k.sha256,
         initrd: i.sha256,
         vm_id: vm.summary.id,
+        evidence_log,
+        golden,
     }
 }
 
@@ -256,6 +264,7 @@ fn concrete_path(h: &H, path: &str) -> String {
         .replace("{index}", "0")
         .replace("{name}", "ghost")
         .replace("{file}", "sakshi.css")
+        .replace("{framework}", "pci-dss-4.0.1")
 }
 
 #[tokio::test]
@@ -1510,6 +1519,7 @@ async fn openapi_document_matches_the_routes() {
         ),
         ("/api/v1/users".to_owned(), "/api/v1/users"),
         ("/api/v1/tokens".to_owned(), "/api/v1/tokens"),
+        ("/api/v1/patches".to_owned(), "/api/v1/patches"),
     ];
     for (uri, template) in reads {
         let r = h.api(Method::GET, &uri, Some(Role::Admin), None).await;
@@ -1717,4 +1727,402 @@ async fn metrics_are_off_without_otlp_and_guarded_per_prometheus_access() {
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     assert_eq!(h.audit.len(), before + 1);
     assert_eq!(h.audit.last().unwrap().action, "auth.denied");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Evidence bundles, reports, the patch ledger.
+
+fn read_tar_names(gz: &[u8]) -> Vec<String> {
+    let mut a = tar::Archive::new(flate2::read::GzDecoder::new(gz));
+    a.entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn evidence_export_streams_a_signed_bundle_named_for_its_period_and_is_audited() {
+    let h = harness();
+    let now = chrono::Utc::now();
+    let from =
+        (now - chrono::Duration::hours(2)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let to =
+        (now + chrono::Duration::minutes(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let r = h
+        .api(
+            Method::POST,
+            "/api/v1/evidence",
+            Some(Role::Auditor),
+            Some(json!({ "from": from, "to": to, "scope": "all" })),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.content_type(), "application/gzip");
+    let period = sakshi_reports::Period::new(
+        chrono::DateTime::parse_from_rfc3339(&from).unwrap().into(),
+        chrono::DateTime::parse_from_rfc3339(&to).unwrap().into(),
+    )
+    .unwrap();
+    let name = sakshi_reports::bundle_file_name("test-host", &sakshi_reports::Scope::All, &period);
+    assert_eq!(
+        r.headers[header::CONTENT_DISPOSITION].to_str().unwrap(),
+        format!("attachment; filename=\"{name}\"")
+    );
+    assert_eq!(
+        r.headers[header::CONTENT_LENGTH].to_str().unwrap(),
+        r.body.len().to_string()
+    );
+    let names = read_tar_names(&r.body);
+    assert_eq!(names.first().map(String::as_str), Some("manifest.json"));
+    assert_eq!(
+        names.get(1).map(String::as_str),
+        Some("manifest.sigstore.json")
+    );
+    assert_eq!(
+        names.last().map(String::as_str),
+        Some("audit/entries.jsonl")
+    );
+    assert!(
+        names.iter().any(|n| n == "attestation/quote/quote.json"),
+        "{names:?}"
+    );
+    assert!(
+        names.iter().any(|n| n == "reports/pci-dss-4.0.1.html"),
+        "{names:?}"
+    );
+    let report = sakshi_reports::verify_bundle(
+        &r.body[..],
+        &sakshi_reports::VerifyOptions {
+            key: h.evidence_log.public_key().clone(),
+            previous_anchor: None,
+        },
+    );
+    assert!(report.signature_ok, "{:?}", report.problems);
+    assert!(report.integrity.is_some(), "{:?}", report.problems);
+    let e = h.audit.last().unwrap();
+    assert_eq!(e.action, "evidence.export");
+    assert_eq!(e.actor, "auditor");
+    assert_eq!(e.target, format!("evidence:{name}"));
+    assert_eq!(e.outcome, Outcome::Success);
+    assert_eq!(e.details["kind"], "bundle");
+    assert_eq!(e.details["bytes"], json!(r.body.len()));
+
+    // Bad input: 400 naming the field, nothing exported or audited.
+    let before = h.audit.len();
+    for (body, field) in [
+        (json!({ "from": from, "to": to, "bogus": 1 }), "bogus"),
+        (json!({ "from": "yesterday", "to": to }), "from"),
+        (json!({ "to": to }), "from"),
+        (json!({ "from": to, "to": from }), "from"),
+        (json!({ "from": from, "to": from }), "to"),
+        (json!({ "from": from, "to": to, "scope": "vm:" }), "scope"),
+        (
+            json!({ "from": from, "to": to, "scope": "everything" }),
+            "scope",
+        ),
+    ] {
+        let r = h
+            .api(
+                Method::POST,
+                "/api/v1/evidence",
+                Some(Role::Admin),
+                Some(body.clone()),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}: {}", r.text());
+        assert_eq!(r.problem_field().as_deref(), Some(field), "{body}");
+    }
+    assert_eq!(
+        h.audit.len(),
+        before,
+        "bad input is not audited as an export"
+    );
+    // A VM-scoped bundle carries the scope in its name.
+    let r = h
+        .api(
+            Method::POST,
+            "/api/v1/evidence",
+            Some(Role::Admin),
+            Some(json!({ "from": from, "to": to, "scope": format!("vm:{}", h.vm_id) })),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let cd = r.headers[header::CONTENT_DISPOSITION]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(cd.contains(&format!("_vm-{}_", h.vm_id)), "{cd}");
+}
+
+#[tokio::test]
+async fn framework_reports_render_as_html_and_are_audited() {
+    let h = harness();
+    let q = "from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z";
+    let r = h
+        .api(
+            Method::GET,
+            &format!("/api/v1/reports/pci-dss?{q}"),
+            Some(Role::Auditor),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert!(r.content_type().starts_with("text/html"));
+    assert!(
+        r.text().contains("10.4.1.1"),
+        "the PCI DSS report lists its controls"
+    );
+    let e = h.audit.last().unwrap();
+    assert_eq!(e.action, "evidence.export");
+    assert_eq!(e.details["kind"], "report");
+    assert_eq!(e.details["framework"], "pci-dss-4.0.1");
+    assert_eq!(e.target, "evidence:report-pci-dss-4.0.1");
+
+    let r = h
+        .api(
+            Method::GET,
+            &format!("/api/v1/reports/sox?{q}"),
+            Some(Role::Auditor),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = h
+        .api(
+            Method::GET,
+            "/api/v1/reports/pci-dss?from=2026-01-01T00:00:00Z",
+            Some(Role::Auditor),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.problem_field().as_deref(), Some("to"));
+    let r = h
+        .api(
+            Method::GET,
+            &format!("/api/v1/reports/pci-dss?{q}&color=red"),
+            Some(Role::Auditor),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.problem_field().as_deref(), Some("color"));
+}
+
+fn days_ago(d: i64) -> String {
+    (chrono::Utc::now() - chrono::Duration::days(d))
+        .date_naive()
+        .to_string()
+}
+
+#[tokio::test]
+async fn patches_are_recorded_listed_with_cve_status_and_approve_golden_images() {
+    let h = harness();
+    let perms = |role| {
+        let h = &h;
+        async move {
+            h.api(Method::GET, "/api/v1/whoami", Some(role), None)
+                .await
+                .json()["permissions"]
+                .clone()
+        }
+    };
+    let op = perms(Role::Operator).await;
+    assert!(
+        op.as_array().unwrap().contains(&json!("patch.record")),
+        "{op}"
+    );
+    let aud = perms(Role::Auditor).await;
+    assert!(
+        aud.as_array().unwrap().contains(&json!("patch.read")),
+        "{aud}"
+    );
+    assert!(
+        !aud.as_array().unwrap().contains(&json!("patch.record")),
+        "{aud}"
+    );
+    let digest = "ab".repeat(32);
+    // A critical CVE released 45 days ago and still pending: overdue, fails 6.3.3.
+    let pending = json!({
+        "component": "vmm", "from_version": "0.1.0", "to_version": "0.1.1",
+        "cves": [{ "id": "CVE-2026-1111", "severity": "critical", "vendor_released": days_ago(45) }],
+        "approver": "cab-7"
+    });
+    let r = h
+        .api(
+            Method::POST,
+            "/api/v1/patches",
+            Some(Role::Operator),
+            Some(pending),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["record"]["recorded_by"], "operator");
+    assert!(v["golden_set"].is_null());
+    let e = h.audit.last().unwrap();
+    assert_eq!(e.action, "patch.record");
+    assert_eq!(e.actor, "operator");
+    assert_eq!(
+        e.target,
+        format!("patch:{}", v["record"]["id"].as_str().unwrap())
+    );
+    assert_eq!(e.details["patch"]["approver"], "cab-7");
+
+    // An applied guest-kernel patch within the deadline that approves its image.
+    let applied = json!({
+        "component": "guest_kernel", "from_version": "6.1.1", "to_version": "6.1.2",
+        "cves": [{ "id": "CVE-2026-2222", "severity": "critical", "vendor_released": days_ago(10) }],
+        "applied_at": (chrono::Utc::now() - chrono::Duration::days(2)).to_rfc3339(),
+        "artifacts": [{ "name": "vmlinuz", "sha256": digest }],
+        "approver": "cab-8",
+        "golden_image": { "kernel_sha256": digest }
+    });
+    let r = h
+        .api(
+            Method::POST,
+            "/api/v1/patches",
+            Some(Role::Admin),
+            Some(applied),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    assert_eq!(
+        r.json()["golden_set"],
+        json!({ "approved": true, "digests_added": 1 })
+    );
+    let golden = h.golden.0.lock().unwrap().to_json();
+    assert!(golden.contains(&digest), "{golden}");
+    let e = h.audit.last().unwrap();
+    assert_eq!(e.action, "image.approve");
+    assert_eq!(e.target, format!("image:{digest}"));
+
+    let r = h
+        .api(Method::GET, "/api/v1/patches", Some(Role::Auditor), None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let l = r.json();
+    assert_eq!(l["records"].as_array().unwrap().len(), 2);
+    assert_eq!(l["failing"], 1);
+    let cves = l["cves"].as_array().unwrap();
+    let by = |id: &str| cves.iter().find(|c| c["cve"] == id).unwrap().clone();
+    assert_eq!(by("CVE-2026-1111")["sla"], "overdue");
+    assert_eq!(by("CVE-2026-1111")["fails_6_3_3"], true);
+    assert_eq!(by("CVE-2026-2222")["sla"], "patched_in_time");
+    assert_eq!(h.audit.last().unwrap().details["kind"], "patch_ledger");
+
+    // Bad submissions name the field and record nothing.
+    let before = h.audit.len();
+    for (body, status, field) in [
+        (
+            json!({ "component": "vmm", "from_version": "1", "to_version": "2", "approver": "x", "bogus": 1 }),
+            StatusCode::BAD_REQUEST,
+            "bogus",
+        ),
+        (
+            json!({ "component": "toaster", "from_version": "1", "to_version": "2", "approver": "x" }),
+            StatusCode::BAD_REQUEST,
+            "component",
+        ),
+        (
+            json!({ "component": "vmm", "from_version": "1", "to_version": "1", "approver": "x" }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "to_version",
+        ),
+        (
+            json!({ "component": "vmm", "from_version": "1", "to_version": "2", "approver": "x",
+                 "cves": [{ "id": "CVE-X", "severity": "low", "vendor_released": "2026-01-01" }] }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "cves",
+        ),
+        (
+            json!({ "component": "vmm", "from_version": "1", "to_version": "2", "approver": "x",
+                 "applied_at": chrono::Utc::now().to_rfc3339() }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "artifacts",
+        ),
+    ] {
+        let r = h
+            .api(
+                Method::POST,
+                "/api/v1/patches",
+                Some(Role::Operator),
+                Some(body.clone()),
+            )
+            .await;
+        assert_eq!(r.status, status, "{body}: {}", r.text());
+        assert_eq!(r.problem_field().as_deref(), Some(field), "{body}");
+    }
+    assert_eq!(h.audit.len(), before);
+}
+
+#[tokio::test]
+async fn evidence_and_patch_pages_follow_roles_and_the_download_form_needs_csrf() {
+    let h = harness();
+    let pw = "audrey's long password";
+    h.app
+        .users()
+        .create_user("audrey", Role::Auditor, &hash_password(pw).unwrap())
+        .unwrap();
+    let r = h.login("audrey", pw).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text());
+    let cookie = set_cookie(&r.headers, "sakshi_session").unwrap();
+    let page = h.send(with_cookie(get("/evidence"), &cookie)).await;
+    assert_eq!(page.status, StatusCode::OK);
+    let html = page.text();
+    assert!(
+        html.contains("href=\"/evidence\" aria-current=\"page\""),
+        "nav marks the page"
+    );
+    assert!(html.contains("href=\"/patches\""));
+    assert!(html.contains("<label for=\"e-from\">"));
+    assert!(html.contains("data-framework=\"pci-dss-4.0.1\""));
+    let csrf = hidden_csrf(&html);
+    let body = "from=2026-01-01&to=2026-01-02&scope=all";
+    let r = h
+        .send(form("/evidence", &cookie, &format!("csrf={csrf}&{body}")))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.content_type(), "application/gzip");
+    assert!(
+        r.headers[header::CONTENT_DISPOSITION]
+            .to_str()
+            .unwrap()
+            .contains("_all_20260101T000000Z-20260102T000000Z.tar.gz")
+    );
+    assert_eq!(h.audit.last().unwrap().details["auth"], "session");
+    // Without the CSRF token: refused and audited.
+    let r = h.send(form("/evidence", &cookie, body)).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(h.audit.last().unwrap().action, "auth.denied");
+    // A bad date re-renders the form with the problem.
+    let r = h
+        .send(form(
+            "/evidence",
+            &cookie,
+            &format!("csrf={csrf}&from=soon&to=2026-01-02&scope=all"),
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.text().contains("id=\"evidence-error\""));
+    // The per-framework report link renders the report.
+    let r = h
+        .send(with_cookie(
+            get("/evidence/reports/cert-in-2022?from=2026-01-01&to=2026-01-02&scope=all"),
+            &cookie,
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.text().contains("CERT-IN"), "{}", r.text());
+    let r = h.send(with_cookie(get("/patches"), &cookie)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.text().contains("No patches recorded."));
+
+    // Operators see Patches but not Evidence.
+    let (op_cookie, _) = h.session().await;
+    let page = h.send(with_cookie(get("/vms"), &op_cookie)).await.text();
+    assert!(page.contains("href=\"/patches\""));
+    assert!(!page.contains("href=\"/evidence\""));
+    let r = h.send(with_cookie(get("/evidence"), &op_cookie)).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
 }

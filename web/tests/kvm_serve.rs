@@ -335,3 +335,40 @@ fn kvm_swtpm_serve_with_otlp_serves_metrics() -> Result<()> {
     d.stop()?;
     Ok(())
 }
+
+/// The default demo VM runs the test guest with `run=idle`: it stays up (halted between timer
+/// ticks) instead of powering off after boot, and the daemon's shutdown stops it.
+#[test]
+fn kvm_swtpm_serve_default_demo_vm_stays_running() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let data = tmp.path().join("data");
+    let cfg = write_config(&data, "", "")?;
+    let d = Daemon::start(&cfg)?;
+    let demo = d.demo_id.clone().context("demo VM not booted")?;
+    let mut c = Client::new(&d.url);
+    c.login(
+        "admin",
+        d.admin_password.as_deref().context("no admin password")?,
+    )?;
+    c.wait_vm(&demo, "running", |v| v["state"] == "running")?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let console = loop {
+        let (_, con) = c.get(&format!("/api/v1/vms/{demo}/console"))?;
+        let text = con["text"].as_str().unwrap_or("").to_owned();
+        if text.contains("run: idle\n") || std::time::Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    ensure!(console.contains("run: idle\n"), "{console}");
+    ensure!(!console.contains("exit: halt"), "{console}");
+    let (_, v) = c.get(&format!("/api/v1/vms/{demo}"))?;
+    ensure!(v["state"] == "running", "{v}");
+    ensure!(!vmm_pids_for(&demo).is_empty(), "no VMM runs the demo VM");
+    d.stop()?;
+    ensure!(
+        vmm_pids_for(&demo).is_empty(),
+        "the demo VM outlived the daemon"
+    );
+    Ok(())
+}

@@ -46,7 +46,7 @@ pub async fn whoami(ctx: Ctx) -> Result<Json<Whoami>, ApiError> {
     }))
 }
 
-const ALL_PERMISSIONS: [Permission; 10] = [
+const ALL_PERMISSIONS: [Permission; 12] = [
     Permission::ViewAppliance,
     Permission::VmRead,
     Permission::VmLifecycle,
@@ -56,6 +56,8 @@ const ALL_PERMISSIONS: [Permission; 10] = [
     Permission::ImageWrite,
     Permission::AuditRead,
     Permission::EvidenceExport,
+    Permission::PatchRead,
+    Permission::PatchRecord,
     Permission::UserAdmin,
 ];
 

@@ -2,8 +2,10 @@
 
 pub mod attest;
 pub mod audit;
+pub mod evidence;
 pub mod images;
 pub mod misc;
+pub mod patches;
 pub mod tokens;
 pub mod types;
 pub mod users;

@@ -238,6 +238,10 @@ pub struct Overview {
     pub user: String,
     /// Caller's role.
     pub role: Option<Role>,
+    /// SIEM (OTLP) delivery of the audit log: `null` without an `[otlp]` table. `state` is
+    /// `healthy`, `retrying` or `logging_failure` (PCI-DSS 10.7).
+    #[serde(default)]
+    pub siem: Option<crate::otlp::DeliveryHealth>,
 }
 
 /// `GET /api/v1/whoami`

@@ -3,6 +3,11 @@
 use serde::{Deserialize, Serialize};
 use std::error::Error as StdError;
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+
+/// An append in flight: resolves to the entry's index once it is durable.
+pub type PendingAuditAppend = Pin<Box<dyn Future<Output = Result<u64, AuditAppendError>> + Send>>;
 
 /// How an audited attempt ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -235,6 +240,14 @@ pub enum AuditQueryError {
 pub trait AuditStore: Send + Sync + 'static {
     /// Append one entry; returns its index.
     fn append(&self, record: AuditRecord) -> Result<u64, AuditAppendError>;
+    /// Append one entry from async code without holding a thread while it becomes durable
+    /// (the router's path: a blocking thread parked on a group commit's fsync would starve the
+    /// pool under load). The default runs [`append`](AuditStore::append) at once, which suits
+    /// stores that never wait.
+    fn append_async(&self, record: AuditRecord) -> PendingAuditAppend {
+        let done = self.append(record);
+        Box::pin(std::future::ready(done))
+    }
     /// One page of entries matching `filter`, newest first, at most `limit`.
     fn query(
         &self,
@@ -242,10 +255,24 @@ pub trait AuditStore: Send + Sync + 'static {
         cursor: AuditCursor,
         limit: u32,
     ) -> Result<AuditPage, AuditQueryError>;
+    /// Like [`query`](AuditStore::query), for listings that show no details: a store may leave
+    /// each entry's `details` out (`null`) when that is cheaper.
+    fn query_summaries(
+        &self,
+        filter: &AuditFilter,
+        cursor: AuditCursor,
+        limit: u32,
+    ) -> Result<AuditPage, AuditQueryError> {
+        self.query(filter, cursor, limit)
+    }
     /// One entry.
     fn entry(&self, index: u64) -> Result<AuditEntryView, AuditQueryError>;
     /// Current size and root.
     fn head(&self) -> Result<(u64, String), AuditQueryError>;
+    /// Current size (without computing the root).
+    fn size(&self) -> Result<u64, AuditQueryError> {
+        self.head().map(|(size, _)| size)
+    }
     /// Verify the whole log.
     fn verify(&self) -> Result<VerifyReport, AuditQueryError>;
     /// Inclusion proof of entry `index` in the tree of `tree_size` entries.

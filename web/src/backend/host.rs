@@ -16,7 +16,7 @@ use sakshi_host::supervisor::{
 };
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex, OnceLock, mpsc};
 
 fn kind_of(k: StateKind) -> VmState {
     match k {
@@ -284,6 +284,35 @@ pub struct Measurer {
     boot: Option<Arc<sakshi_attest::MeasuredBoot>>,
     registry: Arc<Registry>,
     measured: AtomicU64,
+    /// Shared with the [`HostBackend`] built on this measurer.
+    telemetry: Arc<OnceLock<VmTelemetry>>,
+}
+
+/// Where the host backend reports VM phases, boot metrics and guest console lines (set once
+/// by [`HostBackend::set_telemetry`]).
+struct VmTelemetry {
+    telemetry: crate::otlp::Telemetry,
+    console: Option<crate::otlp::ConsoleFollower>,
+}
+
+impl VmTelemetry {
+    /// A VM lifecycle phase, in the VM's trace (VMs whose trace id does not parse are skipped).
+    fn phase(&self, vm_id: &str, trace_id: &str, phase: crate::otlp::VmPhase) {
+        if let Ok(trace) = trace_id.parse() {
+            self.telemetry.vm_phase(vm_id, trace, phase);
+        }
+    }
+}
+
+/// `sakshi_vms{state}` from the registry.
+fn publish_vm_counts(registry: &Registry, metrics: &crate::otlp::Metrics) {
+    if let Ok(rows) = registry.all() {
+        let mut counts = std::collections::BTreeMap::new();
+        for r in &rows {
+            *counts.entry(r.state.as_str()).or_insert(0u64) += 1;
+        }
+        metrics.vms.set_all(counts);
+    }
 }
 
 impl Measurer {
@@ -293,6 +322,7 @@ impl Measurer {
             boot,
             registry,
             measured: AtomicU64::new(0),
+            telemetry: Arc::new(OnceLock::new()),
         }
     }
 
@@ -307,6 +337,7 @@ impl BootMeasurer for Measurer {
         let vm_id = m.vm_id.to_string();
         let cmdline_sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(m.cmdline.as_bytes()));
         let config_sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(m.config_json));
+        let measuring = std::time::Instant::now();
         let pcr = match &self.boot {
             Some(boot) => {
                 let result = boot
@@ -352,12 +383,59 @@ impl BootMeasurer for Measurer {
             pcr,
         });
         self.measured.fetch_add(1, Ordering::Relaxed);
+        if let Some(t) = self.telemetry.get() {
+            t.telemetry
+                .metrics()
+                .measured_boot_latency
+                .observe(measuring.elapsed().as_secs_f64());
+            t.phase(
+                &vm_id,
+                &m.trace_id.to_string(),
+                crate::otlp::VmPhase::Measured,
+            );
+        }
         self.registry
             .set_measurements(&vm_id, &list)
             .map_err(|e| MeasureError::Unavailable {
                 source: Box::new(e),
             })
     }
+}
+
+/// Telemetry for one supervisor event: boot latency and the `booted` phase on the first
+/// `running`, the `failed` phase, the end of console following, VMs by state.
+fn vm_event_telemetry(
+    t: &VmTelemetry,
+    registry: &Registry,
+    ev: &VmEvent,
+    state: VmState,
+    trace_id: &str,
+) {
+    let vm_id = ev.vm_id.to_string();
+    let metrics = t.telemetry.metrics();
+    match &ev.state {
+        // Only the first `running` (boot-complete) carries the boot latency.
+        sup::VmState::Running => {
+            if let Some(ns) = ev.boot_latency_ns {
+                metrics.boot_latency.observe(ns as f64 / 1e9);
+                t.phase(&vm_id, trace_id, crate::otlp::VmPhase::Booted);
+            }
+        }
+        sup::VmState::Failed(reason) => t.phase(
+            &vm_id,
+            trace_id,
+            crate::otlp::VmPhase::Failed {
+                reason: reason.to_string(),
+            },
+        ),
+        _ => {}
+    }
+    if state.is_final()
+        && let Some(console) = &t.console
+    {
+        console.finish(&vm_id);
+    }
+    publish_vm_counts(registry, metrics);
 }
 
 /// The real VM host.
@@ -367,6 +445,7 @@ pub struct HostBackend {
     measurer: Arc<Measurer>,
     info: HostInfo,
     tpm_line: String,
+    telemetry: Arc<OnceLock<VmTelemetry>>,
 }
 
 fn host_err(e: impl std::error::Error + Send + Sync + 'static) -> VmError {
@@ -390,6 +469,7 @@ impl HostBackend {
         let (tx, rx) = mpsc::channel();
         let events = sup.subscribe();
         let reg = registry.clone();
+        let telemetry = measurer.telemetry.clone();
         let spawned = std::thread::Builder::new()
             .name("sakshi-vm-events".into())
             .spawn(move || {
@@ -411,6 +491,9 @@ impl HostBackend {
                         pid,
                     ) {
                         Ok(Some((name, trace_id))) => {
+                            if let Some(t) = telemetry.get() {
+                                vm_event_telemetry(t, &reg, &ev, state, &trace_id);
+                            }
                             let _ = tx.send(LifecycleNote {
                                 vm_id: ev.vm_id.to_string(),
                                 name,
@@ -431,6 +514,7 @@ impl HostBackend {
         if let Err(e) = spawned {
             tracing::error!(error = %e, "cannot start the VM event thread");
         }
+        let measurer_telemetry = measurer.telemetry.clone();
         let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|s| s.trim().to_owned())
             .unwrap_or_else(|_| "unknown".to_owned());
@@ -453,9 +537,29 @@ impl HostBackend {
                     attestation: String::new(),
                 },
                 tpm_line,
+                telemetry: measurer_telemetry,
             },
             rx,
         )
+    }
+
+    /// Reports VM phases (create -> measured -> booted, or failed) as spans in each VM's trace,
+    /// boot and measured-boot latencies and VMs by state as metrics, and follows guest consoles
+    /// as log records (when `telemetry` exports). First call wins.
+    pub fn set_telemetry(&self, telemetry: crate::otlp::Telemetry) {
+        let console = if telemetry.enabled() {
+            match crate::otlp::ConsoleFollower::spawn(telemetry.clone()) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start the guest console follower");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        publish_vm_counts(&self.registry, telemetry.metrics());
+        let _ = self.telemetry.set(VmTelemetry { telemetry, console });
     }
 
     /// The supervisor.
@@ -689,6 +793,19 @@ impl VmBackend for HostBackend {
             let _ = self.sup.destroy(&id);
             return Err(host_err(e));
         }
+        if let Some(t) = self.telemetry.get() {
+            let parent = row
+                .trace_id
+                .parse()
+                .ok()
+                .and_then(|tr| t.telemetry.request_parent(tr));
+            t.phase(
+                &row.id,
+                &row.trace_id,
+                crate::otlp::VmPhase::Created { parent },
+            );
+            publish_vm_counts(&self.registry, t.telemetry.metrics());
+        }
         self.detail(&row.id)
     }
 
@@ -733,6 +850,27 @@ impl VmBackend for HostBackend {
             },
             other => host_err(other),
         })?;
+        if let Some(t) = self.telemetry.get()
+            && let Some(console) = &t.console
+            && let Ok(d) = self.sup.show(&vm)
+        {
+            console.follow(
+                id,
+                d.runtime_dir.join("console.log"),
+                d.summary.trace_id.to_string().parse().ok(),
+            );
+            // Ended before it was followed: the event thread's `finish` came first.
+            if d.summary.state.is_final()
+                || self
+                    .registry
+                    .get(id)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|r| r.state.is_final())
+            {
+                console.finish(id);
+            }
+        }
         // Returns at `booting`: `running` follows as an event (and its own audit entry), so the
         // request's `vm.boot` entry comes first in the log.
         self.detail(id)
@@ -781,7 +919,15 @@ impl VmBackend for HostBackend {
             Ok(()) | Err(DestroyError::Unknown(_)) => {}
             Err(e) => return Err(host_err(e)),
         }
-        if self.registry.remove(id).map_err(host_err)? {
+        let removed = self.registry.remove(id).map_err(host_err)?;
+        if let Some(t) = self.telemetry.get() {
+            if let Some(console) = &t.console {
+                console.finish(id);
+            }
+            t.telemetry.forget_vm(id);
+            publish_vm_counts(&self.registry, t.telemetry.metrics());
+        }
+        if removed {
             Ok(())
         } else {
             Err(VmError::NotFound(id.to_owned()))

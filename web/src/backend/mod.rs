@@ -4,7 +4,9 @@
 
 pub mod audit;
 mod audit_port;
+pub mod evidence;
 pub mod host;
+mod timesync;
 mod vm_port;
 
 pub use audit_port::{

@@ -4,6 +4,7 @@
 
 mod attest;
 mod client;
+mod evidence;
 mod table;
 
 use anyhow::{Context, Result};
@@ -17,6 +18,10 @@ use std::path::PathBuf;
 #[derive(Debug, Parser)]
 #[command(name = "sakshi", version, about)]
 pub struct Cli {
+    /// PEM file of the CA (or self-signed certificate) to trust for an `https://` appliance
+    /// instead of the system's roots.
+    #[arg(long, env = "SAKSHI_CA_CERT", global = true, value_name = "FILE")]
+    ca_cert: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -95,6 +100,27 @@ enum Command {
         remote: Remote,
         #[command(subcommand)]
         cmd: AttestCmd,
+    },
+    /// Evidence bundles for auditors.
+    Evidence {
+        #[command(flatten)]
+        remote: Remote,
+        #[command(subcommand)]
+        cmd: evidence::EvidenceCmd,
+    },
+    /// Printable compliance report of one framework for a period.
+    Report {
+        #[command(flatten)]
+        remote: Remote,
+        #[command(flatten)]
+        args: evidence::ReportArgs,
+    },
+    /// The patch ledger (PCI DSS 6.3.3 time-to-patch).
+    Patch {
+        #[command(flatten)]
+        remote: Remote,
+        #[command(subcommand)]
+        cmd: evidence::PatchCmd,
     },
     /// Users (admin).
     User {
@@ -383,6 +409,7 @@ fn read_password(prompt: &str) -> Result<String> {
 
 /// Runs the CLI; returns the process exit code.
 pub fn run(cli: Cli) -> Result<i32> {
+    client::trust(cli.ca_cert.as_deref())?;
     match cli.command {
         Command::Serve {
             config,
@@ -418,6 +445,9 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Image { remote, cmd } => image(&remote, cmd),
         Command::Audit { remote, cmd } => audit(&remote, cmd),
         Command::Attest { remote, cmd } => attest(&remote, cmd),
+        Command::Evidence { remote, cmd } => evidence::evidence(&remote, cmd),
+        Command::Report { remote, args } => evidence::report(&remote, args),
+        Command::Patch { remote, cmd } => evidence::patch(&remote, cmd),
         Command::User { remote, cmd } => user(&remote, cmd),
         Command::Token { remote, cmd } => token(&remote, cmd),
         Command::Status { remote } => {

@@ -359,9 +359,39 @@ impl OtlpConfig {
     }
 }
 
+/// The endpoint without credentials, for dashboards and evidence: scheme, host, port and path
+/// only (user information and query are dropped).
+pub fn redact_endpoint(endpoint: &str) -> String {
+    match endpoint.parse::<http::Uri>() {
+        Ok(uri) => {
+            let host = uri.host().unwrap_or("");
+            let port = uri.port_u16().map(|p| format!(":{p}")).unwrap_or_default();
+            format!(
+                "{}://{host}{port}{}",
+                uri.scheme_str().unwrap_or("http"),
+                uri.path().trim_end_matches('/')
+            )
+        }
+        Err(_) => "(unparsable endpoint)".to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn endpoints_are_shown_without_credentials() {
+        assert_eq!(
+            redact_endpoint("https://user:secret@siem.example.in:4318/otlp?x=1"),
+            "https://siem.example.in:4318/otlp"
+        );
+        assert_eq!(
+            redact_endpoint("http://127.0.0.1:4317"),
+            "http://127.0.0.1:4317"
+        );
+        assert_eq!(redact_endpoint("::"), "(unparsable endpoint)");
+    }
 
     fn parse(toml_text: &str) -> Result<OtlpConfig, toml::de::Error> {
         toml::from_str(toml_text)

@@ -14,13 +14,17 @@
 //!    [`OtlpConfig::prometheus`]);
 //! 3. [`Shipper::spawn`] with an [`AuditSource`] over the audit log; call [`ShipperHandle::nudge`] after
 //!    appends and show [`ShipperHandle::health`] on the dashboard;
-//! 4. [`Telemetry::spawn`] for spans, console lines and periodic metric export.
+//! 4. [`Telemetry::spawn`] for spans, console lines and periodic metric export (kept in the app
+//!    state; `trace_request` wraps every request in a server span, the host backend reports VM
+//!    phases and follows guest consoles with a [`ConsoleFollower`]).
 
 mod audit_log;
 mod config;
 mod console;
+mod console_tail;
 mod cursor;
 mod encode;
+mod http;
 mod metrics;
 mod sdk;
 mod shipper;
@@ -30,10 +34,14 @@ mod trace;
 mod transport;
 
 pub use audit_log::AuditLogSource;
-pub use config::{OtlpConfig, OtlpConfigError, PrometheusAccess, Protocol, Secret, TlsConfig};
+pub use config::{
+    OtlpConfig, OtlpConfigError, PrometheusAccess, Protocol, Secret, TlsConfig, redact_endpoint,
+};
 pub use console::{ConsoleLimiter, GuestLine, MAX_GUEST_ATTRS, MAX_LINE_BYTES, parse_guest_line};
+pub use console_tail::ConsoleFollower;
 pub use cursor::{Cursor, CursorLoadError, CursorStoreError};
 pub use encode::{AUDIT_SCOPE, ResourceInfo, SERVICE_NAME};
+pub(crate) use http::trace_request;
 pub use metrics::{Counter, Gauge, Histogram, MAX_STATE_LABELS, Metrics, VmsByState};
 pub use shipper::{DeliveryHealth, DeliveryState, Shipper, ShipperHandle, ShipperStartError};
 pub use source::{AuditRecord, AuditSource, DeliveryEvent, SourceError};

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::logs::v1::{ResourceLogs, ScopeLogs};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
@@ -19,7 +19,7 @@ use super::source::{AuditRecord, AuditSource, DeliveryEvent, SourceError};
 use super::transport::{ExportError, Exporter, ExporterBuildError};
 
 /// Where SIEM delivery stands, for the dashboard.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DeliveryState {
     /// Caught up, or shipping without errors.
@@ -31,7 +31,7 @@ pub enum DeliveryState {
 }
 
 /// A snapshot of the shipper's state.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeliveryHealth {
     /// The state.
     pub state: DeliveryState,
@@ -47,6 +47,10 @@ pub struct DeliveryHealth {
     pub last_error: Option<String>,
     /// When the receiver last acknowledged a batch, Unix milliseconds.
     pub last_ack_unix_ms: Option<u64>,
+    /// Since when exports have been failing (the first failure after a success), Unix
+    /// milliseconds; `None` while delivery works.
+    #[serde(default)]
+    pub failing_since_unix_ms: Option<u64>,
 }
 
 /// Starting the shipper failed; nothing runs.
@@ -143,6 +147,7 @@ impl Shipper {
             consecutive_failures: 0,
             last_error: None,
             last_ack_unix_ms: None,
+            failing_since_unix_ms: None,
         };
         let (health_tx, health) = watch::channel(initial);
         let (stop, stop_rx) = watch::channel(false);
@@ -159,6 +164,7 @@ impl Shipper {
             health: health_tx,
             stop: stop_rx,
             failing_since: None,
+            failing_since_unix_ms: None,
             consecutive_failures: 0,
             alarm: false,
             last_error: None,
@@ -186,6 +192,7 @@ struct Run {
     health: watch::Sender<DeliveryHealth>,
     stop: watch::Receiver<bool>,
     failing_since: Option<Instant>,
+    failing_since_unix_ms: Option<u64>,
     consecutive_failures: u64,
     alarm: bool,
     last_error: Option<String>,
@@ -364,6 +371,7 @@ impl Run {
         self.last_error = Some(text.clone());
         if self.failing_since.is_none() {
             self.failing_since = Some(Instant::now());
+            self.failing_since_unix_ms = Some(now_unix_nano() / 1_000_000);
             self.record(DeliveryEvent::Failing {
                 error: text,
                 next_seq: self.next_seq,
@@ -373,6 +381,7 @@ impl Run {
     }
 
     async fn on_success(&mut self) {
+        self.failing_since_unix_ms = None;
         if let Some(since) = self.failing_since.take() {
             let event = DeliveryEvent::Recovered {
                 failed_for_secs: since.elapsed().as_secs(),
@@ -440,6 +449,7 @@ impl Run {
             consecutive_failures: self.consecutive_failures,
             last_error: self.last_error.clone(),
             last_ack_unix_ms: self.last_ack_unix_ms,
+            failing_since_unix_ms: self.failing_since_unix_ms,
         };
         self.health.send_if_modified(|h| {
             let changed = *h != health;

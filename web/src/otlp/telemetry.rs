@@ -2,6 +2,7 @@
 //! background task. Unlike audit entries these are not replayed after an outage: a failed export is
 //! counted (`sakshi_otlp_export_failures_total`) and dropped, and a full queue drops new items.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -27,6 +28,9 @@ const QUEUE_CAPACITY: usize = 8192;
 const BATCH: usize = 512;
 /// Longest time an item waits for its batch.
 const FLUSH_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Most API requests whose server span is remembered as the parent for VM lifecycles.
+const MAX_OPEN_REQUESTS: usize = 4096;
 
 /// Instrumentation scope of console log records.
 const CONSOLE_SCOPE: &str = "sakshi.console";
@@ -56,6 +60,9 @@ struct Inner {
     metrics: Arc<Metrics>,
     limiter: Mutex<ConsoleLimiter>,
     vms: Mutex<VmTracker>,
+    /// Server spans of requests in flight, by trace id (the parent of a VM lifecycle started by
+    /// the request).
+    requests: Mutex<HashMap<TraceId, SpanId>>,
 }
 
 /// The handle the web layer and the supervisor glue use to emit spans and console lines. Cheap to
@@ -102,6 +109,7 @@ impl Telemetry {
                 config.console_burst,
             )),
             vms: Mutex::new(VmTracker::default()),
+            requests: Mutex::new(HashMap::new()),
         };
         Ok((
             Telemetry {
@@ -120,8 +128,19 @@ impl Telemetry {
                 metrics,
                 limiter: Mutex::new(ConsoleLimiter::new(1, 1)),
                 vms: Mutex::new(VmTracker::default()),
+                requests: Mutex::new(HashMap::new()),
             }),
         }
+    }
+
+    /// Whether anything is exported (an `[otlp]` table was configured).
+    pub fn enabled(&self) -> bool {
+        self.inner.tx.is_some()
+    }
+
+    /// The metrics registry this handle counts into.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
     }
 
     fn send(&self, item: Item) -> bool {
@@ -147,6 +166,7 @@ impl Telemetry {
     ) -> Span {
         Span {
             telemetry: self.clone(),
+            registered: false,
             data: Some(FinishedSpan {
                 name: name.into(),
                 trace_id,
@@ -164,15 +184,49 @@ impl Telemetry {
     /// Start the server span of an API request (`GET /api/v1/vms/{id}`): set
     /// `http.response.status_code` with [`Span::set_int`] before it ends.
     pub fn request_span(&self, method: &str, route: &str, trace_id: TraceId) -> Span {
-        let mut span = self.start_span(
-            format!("{method} {route}"),
-            trace_id,
-            None,
-            SpanKind::Server,
-        );
+        self.request_span_with_parent(method, route, trace_id, None)
+    }
+
+    /// [`Telemetry::request_span`] continuing a caller's trace: `remote_parent` is the parent id
+    /// of an incoming W3C `traceparent` header. While the span is open it is the parent that
+    /// [`Telemetry::request_parent`] returns for `trace_id`.
+    pub fn request_span_with_parent(
+        &self,
+        method: &str,
+        route: &str,
+        trace_id: TraceId,
+        remote_parent: Option<SpanId>,
+    ) -> Span {
+        let name = if route.is_empty() {
+            method.to_owned()
+        } else {
+            format!("{method} {route}")
+        };
+        let mut span = self.start_span(name, trace_id, remote_parent, SpanKind::Server);
         span.set_str("http.request.method", method);
-        span.set_str("http.route", route);
+        if !route.is_empty() {
+            span.set_str("http.route", route);
+        }
+        let mut open = self.requests();
+        if open.len() < MAX_OPEN_REQUESTS || open.contains_key(&trace_id) {
+            open.insert(trace_id, span.span_id());
+            span.registered = true;
+        }
+        drop(open);
         span
+    }
+
+    fn requests(&self) -> std::sync::MutexGuard<'_, HashMap<TraceId, SpanId>> {
+        self.inner
+            .requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The server span of the request in flight in `trace_id`, if any: the parent of work the
+    /// request starts (a VM lifecycle).
+    pub fn request_parent(&self, trace_id: TraceId) -> Option<SpanId> {
+        self.requests().get(&trace_id).copied()
     }
 
     /// Report a VM lifecycle phase; spans are exported as phases complete.
@@ -236,6 +290,8 @@ impl Telemetry {
 #[derive(Debug)]
 pub struct Span {
     telemetry: Telemetry,
+    /// Listed in the open requests (removed when it ends).
+    registered: bool,
     data: Option<FinishedSpan>,
 }
 
@@ -284,6 +340,12 @@ impl Span {
 
     fn finish(&mut self) {
         if let Some(mut d) = self.data.take() {
+            if self.registered {
+                let mut open = self.telemetry.requests();
+                if open.get(&d.trace_id) == Some(&d.span_id) {
+                    open.remove(&d.trace_id);
+                }
+            }
             d.end_unix_nano = now_unix_nano().max(d.start_unix_nano);
             self.telemetry.send_span(d);
         }
@@ -357,5 +419,30 @@ impl Worker {
                 tracing::warn!(error = %e.chain(), "console log export failed; lines dropped");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_open_request_span_parents_work_in_its_trace_until_it_ends() {
+        let t = Telemetry::disabled(Arc::new(Metrics::new()));
+        let trace = TraceId::random();
+        let remote = SpanId::random();
+        assert_eq!(t.request_parent(trace), None);
+        let span = t.request_span_with_parent("POST", "/api/v1/vms", trace, Some(remote));
+        let id = span.span_id();
+        assert_ne!(
+            id, remote,
+            "the server span is the caller's child, not the caller"
+        );
+        assert_eq!(span.data.as_ref().and_then(|d| d.parent), Some(remote));
+        assert_eq!(t.request_parent(trace), Some(id));
+        assert_eq!(t.request_parent(TraceId::random()), None);
+        span.end();
+        assert_eq!(t.request_parent(trace), None);
+        assert!(!t.enabled());
     }
 }

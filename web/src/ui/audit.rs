@@ -1,8 +1,11 @@
 //! Audit log browser: filters, keyset pagination, per-entry inclusion proof, verification.
 
 use super::{Chrome, UiError, UiForm, UiResult, fmt_time, render, url_encode};
+use crate::actions::AuditAction;
 use crate::api::types::AuditQueryParams;
-use crate::backend::{AuditEntryView, InclusionProofView, VerifyReport};
+use crate::backend::{
+    AuditCursor, AuditEntryView, AuditPage, InclusionProofView, Outcome, VerifyReport,
+};
 use crate::ctx::Ctx;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -11,6 +14,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
+use serde_json::json;
 
 /// The filter form (all text, blanks ignored).
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -93,17 +97,39 @@ struct EntryRow {
     outcome: &'static str,
 }
 
-impl From<&AuditEntryView> for EntryRow {
-    fn from(e: &AuditEntryView) -> Self {
+impl From<AuditEntryView> for EntryRow {
+    fn from(e: AuditEntryView) -> Self {
         EntryRow {
             index: e.index,
-            time: fmt_time(&e.time),
-            actor: e.actor.clone(),
-            origin: e.origin.clone(),
-            action: e.action.clone(),
-            target: e.target.clone(),
+            time: row_time(&e.time),
+            actor: e.actor,
+            origin: e.origin,
+            action: e.action,
+            target: e.target,
             outcome: e.outcome.as_str(),
         }
+    }
+}
+
+/// `YYYY-MM-DD HH:MM:SS` of an entry time. The log writes UTC as
+/// `YYYY-MM-DDTHH:MM:SS[.fraction]Z`: that is cut to seconds without parsing (a page shows
+/// many rows); anything else goes through [`fmt_time`].
+fn row_time(t: &str) -> String {
+    let b = t.as_bytes();
+    let utc_shape = b.len() >= 20
+        && b.last() == Some(&b'Z')
+        && b.get(10) == Some(&b'T')
+        && matches!(b.get(19), Some(b'.' | b'Z'))
+        && b[..19].iter().enumerate().all(|(i, c)| match i {
+            4 | 7 => *c == b'-',
+            10 => true,
+            13 | 16 => *c == b':',
+            _ => c.is_ascii_digit(),
+        });
+    if utc_shape {
+        format!("{} {}", &t[..10], &t[11..19])
+    } else {
+        fmt_time(t)
     }
 }
 
@@ -125,16 +151,15 @@ async fn audit_list(
     q: UiAuditQuery,
     verify: Option<VerifyReport>,
 ) -> Result<Response, UiError> {
-    let params = q.to_params();
-    let result = match params {
-        Ok(p) => crate::ops::audit_page(app, ctx, &p).await,
+    let result = match q.to_params() {
+        Ok(p) => summaries_page(app, ctx, &p).await,
         Err(e) => Err(e),
     };
     let (entries, newer, older, error, status) = match result {
         Ok(page) => {
             let fq = q.filter_qs();
             (
-                page.entries.iter().map(EntryRow::from).collect(),
+                page.entries.into_iter().map(EntryRow::from).collect(),
                 page.prev_after.map(|a| format!("/audit?after={a}{fq}")),
                 page.next_before.map(|b| format!("/audit?before={b}{fq}")),
                 None,
@@ -159,6 +184,43 @@ async fn audit_list(
             verify,
         },
     ))
+}
+
+/// One page for the table: as [`crate::ops::audit_page`] (the same audited read, the same
+/// audit record), but without the entries' details, which the table does not show (copying
+/// them was most of a page's cost).
+async fn summaries_page(
+    app: &AppState,
+    ctx: &Ctx,
+    q: &AuditQueryParams,
+) -> Result<AuditPage, ApiError> {
+    let (filter, cursor, limit) = crate::ops::audit_filter(q)?;
+    let f2 = filter.clone();
+    let page = app
+        .blocking(move |i| i.audit.query_summaries(&f2, cursor, limit))
+        .await??;
+    let cursor_desc = match cursor {
+        AuditCursor::Newest => json!(null),
+        AuditCursor::Before(b) => json!({ "before": b }),
+        AuditCursor::After(a) => json!({ "after": a }),
+    };
+    app.audit(
+        ctx,
+        AuditAction::AuditRead,
+        "audit_log:entries",
+        Outcome::Success,
+        json!({
+            "kind": "entries",
+            "filter": {
+                "actor": filter.actor, "action": filter.action, "target": filter.target,
+                "outcome": filter.outcome, "since": filter.since, "until": filter.until,
+            },
+            "cursor": cursor_desc,
+            "returned": page.entries.len(),
+        }),
+    )
+    .await?;
+    Ok(page)
 }
 
 /// `GET /audit`
@@ -186,15 +248,32 @@ pub async fn entry(
     ctx: Ctx,
     Path(index): Path<u64>,
 ) -> Result<Response, UiError> {
-    let e = app
-        .blocking(move |i| i.audit.entry(index))
+    // The entry and its proof against the current tree in one trip to the blocking pool.
+    let (e, proof) = app
+        .blocking(move |i| -> Result<_, ApiError> {
+            let e = i.audit.entry(index)?;
+            let size = i.audit.size()?;
+            if index >= size {
+                return Err(ApiError::invalid(
+                    "tree_size",
+                    format!("must be greater than the entry index {index}"),
+                ));
+            }
+            Ok((e, i.audit.inclusion_proof(index, size)?))
+        })
         .await
         .ui(&ctx)?
         .ui(&ctx)?;
-    // Producing the proof is audited (as a read of this entry).
-    let proof = crate::api::audit::inclusion_proof(&app, &ctx, index, None)
-        .await
-        .ui(&ctx)?;
+    // Producing the proof is audited (as a read of this entry), as the API's proof read is.
+    app.audit(
+        &ctx,
+        AuditAction::AuditProof,
+        format!("audit_log:{index}"),
+        Outcome::Success,
+        json!({ "kind": "inclusion_proof", "tree_size": proof.tree_size }),
+    )
+    .await
+    .ui(&ctx)?;
     Ok(render(
         StatusCode::OK,
         &EntryPage {
@@ -223,4 +302,25 @@ pub async fn verify(
 ) -> Result<Response, UiError> {
     let report = crate::api::audit::run_verify(&app, &ctx).await.ui(&ctx)?;
     audit_list(&app, &ctx, UiAuditQuery::default(), Some(report)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn row_times_match_the_full_formatting() {
+        for t in [
+            "2026-11-27T03:49:33.902197Z",
+            "2026-11-27T03:49:33Z",
+            "2026-01-02T23:59:59.5Z",
+            "2026-11-27T05:49:33+02:00",
+            "2026-11-27T03:49:33.902197",
+            "not a time",
+            "",
+        ] {
+            assert_eq!(row_time(t), fmt_time(t), "{t:?}");
+        }
+        assert_eq!(row_time("2026-11-27T03:49:33.9Z"), "2026-11-27 03:49:33");
+    }
 }

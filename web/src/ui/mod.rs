@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod evidence;
 pub mod images;
 pub mod overview;
 pub mod users;
@@ -38,6 +39,10 @@ pub struct Chrome {
     pub can_vms: bool,
     /// May see images.
     pub can_images: bool,
+    /// May export evidence bundles and reports.
+    pub can_evidence: bool,
+    /// May read the patch ledger.
+    pub can_patches: bool,
     /// Trace id of the request (shown in the footer, handy for support).
     pub trace_id: String,
     /// Appliance version.
@@ -59,6 +64,8 @@ impl Chrome {
             can_admin: can(Permission::UserAdmin),
             can_vms: can(Permission::VmRead),
             can_images: can(Permission::ImageRead),
+            can_evidence: can(Permission::EvidenceExport),
+            can_patches: can(Permission::PatchRead),
             trace_id: ctx.trace_id.clone(),
             version: env!("CARGO_PKG_VERSION"),
         }
