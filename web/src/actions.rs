@@ -38,6 +38,10 @@ pub enum AuditAction {
     VmFailed,
     /// Image stored.
     ImageAdd,
+    /// Image approved into the measured-boot golden set.
+    ImageApprove,
+    /// Image withdrawn from the golden set.
+    ImageRevoke,
     /// User created.
     UserCreate,
     /// User deleted.
@@ -62,7 +66,7 @@ pub enum AuditAction {
 
 /// Every action.
 #[cfg(test)]
-pub const ALL: [AuditAction; 27] = [
+pub const ALL: [AuditAction; 29] = [
     AuditAction::ApplianceStart,
     AuditAction::ApplianceStop,
     AuditAction::LoginSucceeded,
@@ -80,6 +84,8 @@ pub const ALL: [AuditAction; 27] = [
     AuditAction::VmExited,
     AuditAction::VmFailed,
     AuditAction::ImageAdd,
+    AuditAction::ImageApprove,
+    AuditAction::ImageRevoke,
     AuditAction::UserCreate,
     AuditAction::UserDelete,
     AuditAction::UserPassword,
@@ -113,6 +119,8 @@ impl AuditAction {
             AuditAction::VmExited => "vm.stop",
             AuditAction::VmFailed => "vm.failed",
             AuditAction::ImageAdd => "image.register",
+            AuditAction::ImageApprove => "image.approve",
+            AuditAction::ImageRevoke => "image.revoke",
             AuditAction::UserCreate => "user.create",
             AuditAction::UserDelete => "user.delete",
             AuditAction::UserPassword => "user.credential_change",

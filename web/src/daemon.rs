@@ -34,6 +34,9 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
+    /// The golden set could not be loaded.
+    #[error("cannot load the measured-boot golden set")]
+    Golden(#[source] crate::golden::GoldenError),
     /// swtpm could not be started.
     #[error("cannot start swtpm")]
     Swtpm(#[source] sakshi_attest::SwtpmError),
@@ -274,6 +277,17 @@ fn open(config: &Config) -> Result<(Opened, std::sync::mpsc::Receiver<LifecycleN
         tpm.clone(),
         sakshi_attest::Policy::new(mode),
     ));
+    let golden = {
+        let boot = measured.clone();
+        Arc::new(
+            crate::golden::GoldenStore::open(
+                &dir.join("golden.json"),
+                mode,
+                Box::new(move |p| boot.set_policy(p)),
+            )
+            .map_err(ServeError::Golden)?,
+        )
+    };
 
     // Audit log, signed checkpoints witnessed by the TPM.
     let password = key_password(dir)?;
@@ -301,7 +315,7 @@ fn open(config: &Config) -> Result<(Opened, std::sync::mpsc::Receiver<LifecycleN
     let first_start = users.count().map_err(ServeError::Users)? == 0;
     let images = ImageStore::open(&dir.join("images")).map_err(ServeError::Images)?;
     let registry = Arc::new(Registry::open(&dir.join("vms.sqlite")).map_err(ServeError::Registry)?);
-    let measurer = Arc::new(Measurer::new(Some(measured), registry.clone()));
+    let measurer = Arc::new(Measurer::new(Some(measured.clone()), registry.clone()));
     let sup = Supervisor::new(
         SupervisorConfig::new(vmm_path(config), dir.join("run")),
         measurer.clone(),
@@ -312,6 +326,7 @@ fn open(config: &Config) -> Result<(Opened, std::sync::mpsc::Receiver<LifecycleN
     let settings = Settings::from_config(config, binary_sha256());
     let state = AppState::new(config, settings, host.clone(), audit.clone(), users, images);
     state.set_tpm(tpm.clone());
+    state.set_golden(golden);
     Ok((
         Opened {
             state,
@@ -356,6 +371,51 @@ fn first_admin(o: &Opened, config: &Config) -> Result<(), ServeError> {
     Ok(())
 }
 
+/// Approves the demo VM's image into the golden set (audited when it changes anything): the
+/// appliance ships the test guest, and an operator who configures another demo image chose it.
+fn approve_demo_image(o: &Opened, sha256: &str, kind: ImageKind, bundled: bool) {
+    let Some(golden) = o.state.inner.golden.get() else {
+        return;
+    };
+    let mut digest = [0u8; 32];
+    if hex::decode_to_slice(sha256, &mut digest).is_err() {
+        return;
+    }
+    let component = match kind {
+        ImageKind::Kernel => sakshi_attest::BootComponent::Kernel,
+        ImageKind::Initrd => sakshi_attest::BootComponent::Initrd,
+    };
+    let label = if bundled {
+        "demo guest (the bundled test guest)"
+    } else {
+        "demo image (from the configuration)"
+    };
+    let (outcome, details) =
+        match golden.approve(component, sakshi_attest::Sha256Digest(digest), label) {
+            Ok(false) => return,
+            Ok(true) => (
+                Outcome::Success,
+                json!({ "component": kind.as_str(), "changed": true, "label": label }),
+            ),
+            Err(e) => (
+                Outcome::Failure,
+                json!({ "component": kind.as_str(), "error": crate::ops::error_chain(&e) }),
+            ),
+        };
+    if let Err(e) = append(
+        &o.audit,
+        system_record(
+            AuditAction::ImageApprove,
+            format!("image:{sha256}"),
+            outcome,
+            details,
+            None,
+        ),
+    ) {
+        tracing::error!(error = %e, "cannot audit the demo image approval");
+    }
+}
+
 /// Boots the demo VM (the project's test guest, measured). A previous demo VM record is
 /// replaced.
 fn demo_vm(o: &Opened, config: &Config) -> Result<(), ServeError> {
@@ -372,6 +432,7 @@ fn demo_vm(o: &Opened, config: &Config) -> Result<(), ServeError> {
             .images()
             .put("test-guest", ImageKind::Kernel, &bytes, "sakshi")
             .map_err(|e| e.to_string())?;
+        approve_demo_image(o, &k.sha256, ImageKind::Kernel, d.kernel.is_none());
         let initrd = match &d.initrd {
             Some(p) => {
                 let b =
@@ -381,6 +442,7 @@ fn demo_vm(o: &Opened, config: &Config) -> Result<(), ServeError> {
                     .images()
                     .put("demo-initrd", ImageKind::Initrd, &b, "sakshi")
                     .map_err(|e| e.to_string())?;
+                approve_demo_image(o, &i.sha256, ImageKind::Initrd, false);
                 Some(
                     o.state
                         .images()

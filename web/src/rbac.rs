@@ -104,6 +104,8 @@ pub enum Permission {
     AuditRead,
     /// Export evidence bundles and reports.
     EvidenceExport,
+    /// Approve images into (or withdraw them from) measured boot's golden set.
+    ImageApprove,
     /// Manage users and everyone's tokens.
     UserAdmin,
 }
@@ -121,6 +123,7 @@ impl Permission {
             Permission::ImageWrite => "image.write",
             Permission::AuditRead => "audit.read",
             Permission::EvidenceExport => "evidence.export",
+            Permission::ImageApprove => "image.approve",
             Permission::UserAdmin => "user.admin",
         }
     }

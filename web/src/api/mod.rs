@@ -2,6 +2,7 @@
 
 pub mod attest;
 pub mod audit;
+pub mod golden;
 pub mod images;
 pub mod misc;
 pub mod tokens;
