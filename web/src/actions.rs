@@ -38,6 +38,10 @@ pub enum AuditAction {
     VmFailed,
     /// Image stored.
     ImageAdd,
+    /// Image approved into the measured-boot golden set.
+    ImageApprove,
+    /// Image withdrawn from the golden set.
+    ImageRevoke,
     /// User created.
     UserCreate,
     /// User deleted.
@@ -62,13 +66,11 @@ pub enum AuditAction {
     EvidenceExport,
     /// A patch was recorded (the entry is the ledger record: `details.patch`).
     PatchRecord,
-    /// A patched image was approved into the measured-boot golden set.
-    ImageApprove,
 }
 
 /// Every action.
 #[cfg(test)]
-pub const ALL: [AuditAction; 30] = [
+pub const ALL: [AuditAction; 31] = [
     AuditAction::ApplianceStart,
     AuditAction::ApplianceStop,
     AuditAction::LoginSucceeded,
@@ -86,6 +88,8 @@ pub const ALL: [AuditAction; 30] = [
     AuditAction::VmExited,
     AuditAction::VmFailed,
     AuditAction::ImageAdd,
+    AuditAction::ImageApprove,
+    AuditAction::ImageRevoke,
     AuditAction::UserCreate,
     AuditAction::UserDelete,
     AuditAction::UserPassword,
@@ -98,7 +102,6 @@ pub const ALL: [AuditAction; 30] = [
     AuditAction::AttestQuote,
     AuditAction::EvidenceExport,
     AuditAction::PatchRecord,
-    AuditAction::ImageApprove,
 ];
 
 impl AuditAction {
@@ -122,6 +125,8 @@ impl AuditAction {
             AuditAction::VmExited => "vm.stop",
             AuditAction::VmFailed => "vm.failed",
             AuditAction::ImageAdd => "image.register",
+            AuditAction::ImageApprove => "image.approve",
+            AuditAction::ImageRevoke => "image.revoke",
             AuditAction::UserCreate => "user.create",
             AuditAction::UserDelete => "user.delete",
             AuditAction::UserPassword => "user.credential_change",
@@ -134,7 +139,6 @@ impl AuditAction {
             AuditAction::AttestQuote => "attest.quote",
             AuditAction::EvidenceExport => "evidence.export",
             AuditAction::PatchRecord => "patch.record",
-            AuditAction::ImageApprove => "image.approve",
         }
     }
 }

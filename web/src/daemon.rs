@@ -34,6 +34,9 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
+    /// The golden set could not be loaded.
+    #[error("cannot load the measured-boot golden set")]
+    Golden(#[source] crate::golden::GoldenError),
     /// swtpm could not be started.
     #[error("cannot start swtpm")]
     Swtpm(#[source] sakshi_attest::SwtpmError),
@@ -261,6 +264,17 @@ fn open(config: &Config) -> Result<(Opened, std::sync::mpsc::Receiver<LifecycleN
         tpm.clone(),
         sakshi_attest::Policy::new(mode),
     ));
+    let golden = {
+        let boot = measured.clone();
+        Arc::new(
+            crate::golden::GoldenStore::open(
+                &dir.join("golden.json"),
+                mode,
+                Box::new(move |p| boot.set_policy(p)),
+            )
+            .map_err(ServeError::Golden)?,
+        )
+    };
 
     // Audit log, signed checkpoints witnessed by the TPM.
     let password = key_password(dir)?;
@@ -291,10 +305,10 @@ fn open(config: &Config) -> Result<(Opened, std::sync::mpsc::Receiver<LifecycleN
     let first_start = users.count().map_err(ServeError::Users)? == 0;
     let images = ImageStore::open(&dir.join("images")).map_err(ServeError::Images)?;
     let registry = Arc::new(Registry::open(&dir.join("vms.sqlite")).map_err(ServeError::Registry)?);
-    let golden: Arc<dyn crate::backend::evidence::GoldenSet> = Arc::new(
-        crate::backend::evidence::MeasuredGolden::new(measured.clone()),
+    let golden_set: Arc<dyn crate::backend::evidence::GoldenSet> = Arc::new(
+        crate::backend::evidence::MeasuredGolden::new(golden.clone()),
     );
-    let measurer = Arc::new(Measurer::new(Some(measured), registry.clone()));
+    let measurer = Arc::new(Measurer::new(Some(measured.clone()), registry.clone()));
     let sup = Supervisor::new(
         SupervisorConfig::new(vmm_path(config), dir.join("run")),
         measurer.clone(),
@@ -310,7 +324,7 @@ fn open(config: &Config) -> Result<(Opened, std::sync::mpsc::Receiver<LifecycleN
             log.clone(),
             key,
             Box::new(crate::backend::evidence::TpmQuotes(tpm.clone())),
-            Some(golden),
+            Some(golden_set),
             retention,
             dir,
             host.host_info().hostname,
@@ -330,6 +344,7 @@ fn open(config: &Config) -> Result<(Opened, std::sync::mpsc::Receiver<LifecycleN
         }
     }
     state.set_evidence(evidence);
+    state.set_golden(golden);
     Ok((
         Opened {
             state,
@@ -374,6 +389,51 @@ fn first_admin(o: &Opened, config: &Config) -> Result<(), ServeError> {
     Ok(())
 }
 
+/// Approves the demo VM's image into the golden set (audited when it changes anything): the
+/// appliance ships the test guest, and an operator who configures another demo image chose it.
+fn approve_demo_image(o: &Opened, sha256: &str, kind: ImageKind, bundled: bool) {
+    let Some(golden) = o.state.inner.golden.get() else {
+        return;
+    };
+    let mut digest = [0u8; 32];
+    if hex::decode_to_slice(sha256, &mut digest).is_err() {
+        return;
+    }
+    let component = match kind {
+        ImageKind::Kernel => sakshi_attest::BootComponent::Kernel,
+        ImageKind::Initrd => sakshi_attest::BootComponent::Initrd,
+    };
+    let label = if bundled {
+        "demo guest (the bundled test guest)"
+    } else {
+        "demo image (from the configuration)"
+    };
+    let (outcome, details) =
+        match golden.approve(component, sakshi_attest::Sha256Digest(digest), label) {
+            Ok(false) => return,
+            Ok(true) => (
+                Outcome::Success,
+                json!({ "component": kind.as_str(), "changed": true, "label": label }),
+            ),
+            Err(e) => (
+                Outcome::Failure,
+                json!({ "component": kind.as_str(), "error": crate::ops::error_chain(&e) }),
+            ),
+        };
+    if let Err(e) = append(
+        &o.audit,
+        system_record(
+            AuditAction::ImageApprove,
+            format!("image:{sha256}"),
+            outcome,
+            details,
+            None,
+        ),
+    ) {
+        tracing::error!(error = %e, "cannot audit the demo image approval");
+    }
+}
+
 /// Boots the demo VM (the project's test guest, measured). A previous demo VM record is
 /// replaced.
 fn demo_vm(o: &Opened, config: &Config) -> Result<(), ServeError> {
@@ -390,6 +450,7 @@ fn demo_vm(o: &Opened, config: &Config) -> Result<(), ServeError> {
             .images()
             .put("test-guest", ImageKind::Kernel, &bytes, "sakshi")
             .map_err(|e| e.to_string())?;
+        approve_demo_image(o, &k.sha256, ImageKind::Kernel, d.kernel.is_none());
         let initrd = match &d.initrd {
             Some(p) => {
                 let b =
@@ -399,6 +460,7 @@ fn demo_vm(o: &Opened, config: &Config) -> Result<(), ServeError> {
                     .images()
                     .put("demo-initrd", ImageKind::Initrd, &b, "sakshi")
                     .map_err(|e| e.to_string())?;
+                approve_demo_image(o, &i.sha256, ImageKind::Initrd, false);
                 Some(
                     o.state
                         .images()

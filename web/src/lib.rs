@@ -18,6 +18,7 @@ mod ctx;
 mod daemon;
 mod error;
 mod extract;
+mod golden;
 mod images;
 mod listen;
 mod openapi;

@@ -120,6 +120,30 @@ fn doc(op: Op) -> Option<Doc> {
             Some("Image"),
         ),
         Op::ImageShow => d("Show an image", "images", &[], None, 200, Some("Image")),
+        Op::ImageApprove => d(
+            "Approve a stored image into measured boot's golden set (admin); audited as image.approve",
+            "images",
+            &[],
+            None,
+            200,
+            Some("Approval"),
+        ),
+        Op::ImageRevoke => d(
+            "Withdraw an image from the golden set (admin); audited as image.revoke",
+            "images",
+            &[],
+            None,
+            200,
+            Some("Approval"),
+        ),
+        Op::Golden => d(
+            "Measured boot's golden set and policy mode",
+            "images",
+            &[],
+            None,
+            200,
+            Some("Golden"),
+        ),
         Op::AuditEntries => d(
             "Query entries, newest first (keyset pagination); audited",
             "audit",
@@ -577,7 +601,8 @@ fn schemas() -> Value {
     m.insert(
         "Measurement".into(),
         json!({ "type": "object", "required": ["what", "sha256"], "additionalProperties": false,
-            "properties": { "what": s, "sha256": hash, "pcr": ni } }),
+            "properties": { "what": s, "sha256": hash, "pcr": ni,
+                "approved": { "type": "boolean", "description": "kernel/initrd in the golden set (absent for cmdline and config)" } } }),
     );
     m.insert(
         "ConsoleTail".into(),
@@ -588,6 +613,14 @@ fn schemas() -> Value {
             "properties": { "sha256": hash, "name": s, "kind": { "type": "string", "enum": ["kernel", "initrd"] },
                 "size": i, "added_at": s, "added_by": s } }));
     m.insert("ImageList".into(), json!(list("Image")));
+    m.insert("Approval".into(), json!({ "type": "object", "required": ["sha256", "component", "approved", "changed"], "additionalProperties": false,
+            "properties": { "sha256": hash, "component": { "type": "string", "enum": ["kernel", "initrd"] },
+                "approved": { "type": "boolean" }, "changed": { "type": "boolean" } } }));
+    let golden_list = json!({ "type": "array", "items": { "type": "object", "required": ["sha256", "label"], "additionalProperties": false,
+            "properties": { "sha256": hash, "label": s } } });
+    m.insert("Golden".into(), json!({ "type": "object", "required": ["mode", "kernels", "initrds", "cmdlines", "configs"], "additionalProperties": false,
+            "properties": { "mode": { "type": "string", "enum": ["enforce", "audit"] }, "kernels": golden_list, "initrds": golden_list,
+                "cmdlines": golden_list, "configs": golden_list } }));
     m.insert("AuditEntry".into(), json!({ "type": "object", "additionalProperties": false,
             "required": ["index", "time", "actor", "origin", "action", "target", "outcome", "details"],
             "properties": { "index": i, "time": s, "actor": s, "origin": s, "action": s, "target": s,

@@ -78,6 +78,7 @@ pub async fn vm_action(
                 "kernel_sha256": d.summary.kernel_sha256,
                 "initrd_sha256": d.initrd_sha256,
                 "measurements": d.measurements,
+                "image_policy": crate::backend::policy_verdict(&d.measurements),
             }),
         ),
         Ok(Some(d)) => (Outcome::Success, json!({ "state": d.summary.state })),

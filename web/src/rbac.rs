@@ -119,6 +119,8 @@ pub enum Permission {
     PatchRead,
     /// Record a patch (and approve its image into the golden set).
     PatchRecord,
+    /// Approve images into (or withdraw them from) measured boot's golden set.
+    ImageApprove,
     /// Manage users and everyone's tokens.
     UserAdmin,
 }
@@ -138,6 +140,7 @@ impl Permission {
             Permission::EvidenceExport => "evidence.export",
             Permission::PatchRead => "patch.read",
             Permission::PatchRecord => "patch.record",
+            Permission::ImageApprove => "image.approve",
             Permission::UserAdmin => "user.admin",
         }
     }

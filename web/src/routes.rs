@@ -55,6 +55,9 @@ pub enum Op {
     ImageList,
     ImageUpload,
     ImageShow,
+    ImageApprove,
+    ImageRevoke,
+    Golden,
     AuditEntries,
     AuditEntry,
     AuditInclusion,
@@ -98,6 +101,9 @@ pub enum Op {
     UiEvidenceExport,
     UiReport,
     UiPatches,
+    UiAttestationVerify,
+    UiAttestationAk,
+    UiAttestationLog,
     UiUsers,
     UiUserCreate,
     UiUserDelete,
@@ -155,6 +161,9 @@ routes! {
     ImageList GET "/api/v1/images" Api Perm(P::ImageRead);
     ImageUpload POST "/api/v1/images" Api Perm(P::ImageWrite);
     ImageShow GET "/api/v1/images/{sha256}" Api Perm(P::ImageRead);
+    ImageApprove POST "/api/v1/images/{sha256}/approval" Api Perm(P::ImageApprove);
+    ImageRevoke DELETE "/api/v1/images/{sha256}/approval" Api Perm(P::ImageApprove);
+    Golden GET "/api/v1/golden" Api Perm(P::ImageRead);
     AuditEntries GET "/api/v1/audit/entries" Api Perm(P::AuditRead);
     AuditEntry GET "/api/v1/audit/entries/{index}" Api Perm(P::AuditRead);
     AuditInclusion GET "/api/v1/audit/entries/{index}/proof" Api Perm(P::AuditRead);
@@ -198,6 +207,9 @@ routes! {
     UiEvidenceExport POST "/evidence" Ui Perm(P::EvidenceExport);
     UiReport GET "/evidence/reports/{framework}" Ui Perm(P::EvidenceExport);
     UiPatches GET "/patches" Ui Perm(P::PatchRead);
+    UiAttestationVerify POST "/attestation/verify" Ui Perm(P::AuditRead);
+    UiAttestationAk GET "/attestation/ak.pem" Ui Perm(P::ViewAppliance);
+    UiAttestationLog GET "/attestation/eventlog" Ui Perm(P::AuditRead);
     UiUsers GET "/users" Ui Perm(P::UserAdmin);
     UiUserCreate POST "/users" Ui Perm(P::UserAdmin);
     UiUserDelete POST "/users/{name}/delete" Ui Perm(P::UserAdmin);
@@ -226,6 +238,9 @@ fn handler(op: Op, max_image_bytes: usize) -> MethodRouter<AppState> {
         ImageList => get(api::images::list),
         ImageUpload => post(api::images::upload).layer(DefaultBodyLimit::max(max_image_bytes)),
         ImageShow => get(api::images::show),
+        ImageApprove => post(api::golden::approve),
+        ImageRevoke => delete(api::golden::revoke),
+        Golden => get(api::golden::show),
         AuditEntries => get(api::audit::entries),
         AuditEntry => get(api::audit::entry),
         AuditInclusion => get(api::audit::inclusion),
@@ -264,7 +279,10 @@ fn handler(op: Op, max_image_bytes: usize) -> MethodRouter<AppState> {
         UiAudit => get(ui::audit::list),
         UiAuditEntry => get(ui::audit::entry),
         UiAuditVerify => post(ui::audit::verify),
-        UiAttestation => get(ui::overview::attestation),
+        UiAttestation => get(ui::attestation::show),
+        UiAttestationVerify => post(ui::attestation::verify),
+        UiAttestationAk => get(ui::attestation::ak_pem),
+        UiAttestationLog => get(ui::attestation::event_log),
         UiEvidence => get(ui::evidence::page),
         UiEvidenceExport => post(ui::evidence::export),
         UiReport => get(ui::evidence::report),

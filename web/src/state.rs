@@ -64,6 +64,8 @@ pub(crate) struct Inner {
     pub started: Instant,
     /// The TPM that signs quotes (set by the daemon; absent with the fake backend).
     pub tpm: std::sync::OnceLock<sakshi_attest::Tpm>,
+    /// Measured boot's golden set (set by the daemon; absent with the fake backend).
+    pub golden: std::sync::OnceLock<Arc<crate::golden::GoldenStore>>,
     /// Metrics served at `/metrics` and who may read them (set when `[otlp]` is configured).
     pub metrics: std::sync::OnceLock<(Arc<crate::otlp::Metrics>, crate::otlp::PrometheusAccess)>,
     /// Evidence bundles, reports and the golden set (set by the daemon).
@@ -106,6 +108,7 @@ impl AppState {
                 settings,
                 started: Instant::now(),
                 tpm: std::sync::OnceLock::new(),
+                golden: std::sync::OnceLock::new(),
                 metrics: std::sync::OnceLock::new(),
                 evidence: std::sync::OnceLock::new(),
                 telemetry: std::sync::OnceLock::new(),
@@ -123,6 +126,12 @@ impl AppState {
     /// patch ledger's golden-set hook (first call wins).
     pub(crate) fn set_evidence(&self, evidence: Arc<crate::backend::evidence::EvidenceService>) {
         let _ = self.inner.evidence.set(evidence);
+    }
+
+    /// Attaches measured boot's golden set, which the attestation page shows and appraises
+    /// quotes against and the approval endpoints change (first call wins).
+    pub fn set_golden(&self, golden: Arc<crate::golden::GoldenStore>) {
+        let _ = self.inner.golden.set(golden);
     }
 
     /// Serves `metrics` at `/metrics` to the callers `access` names (first call wins).

@@ -83,6 +83,7 @@ impl VmBackend for FakeVms {
             what: "kernel".into(),
             sha256: spec.kernel.sha256.clone(),
             pcr: Some(9),
+            approved: Some(true),
         }];
         let d = VmDetail {
             summary: VmSummary {

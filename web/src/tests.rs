@@ -87,6 +87,14 @@ fn harness_with(config: Config) -> H {
     let (evidence, evidence_log, golden) =
         crate::backend::evidence::tests::test_service(dir.path());
     app.set_evidence(evidence);
+    app.set_golden(Arc::new(
+        crate::golden::GoldenStore::open(
+            &dir.path().join("golden.json"),
+            sakshi_attest::PolicyMode::Enforce,
+            Box::new(|_| {}),
+        )
+        .unwrap(),
+    ));
     H {
         router: build_router(app.clone()),
         app,
@@ -1520,6 +1528,7 @@ async fn openapi_document_matches_the_routes() {
         ("/api/v1/users".to_owned(), "/api/v1/users"),
         ("/api/v1/tokens".to_owned(), "/api/v1/tokens"),
         ("/api/v1/patches".to_owned(), "/api/v1/patches"),
+        ("/api/v1/golden".to_owned(), "/api/v1/golden"),
     ];
     for (uri, template) in reads {
         let r = h.api(Method::GET, &uri, Some(Role::Admin), None).await;
@@ -1679,6 +1688,82 @@ async fn attestation_validates_the_nonce_and_audits_every_quote_attempt() {
         "{}",
         e.details
     );
+}
+
+#[tokio::test]
+async fn image_approval_is_admin_only_persisted_and_audited() {
+    let h = harness();
+    let path = format!("/api/v1/images/{}/approval", h.kernel);
+    let golden = || async {
+        h.api(Method::GET, "/api/v1/golden", Some(Role::Auditor), None)
+            .await
+            .json()
+    };
+    assert_eq!(golden().await["kernels"], json!([]));
+    // Operators upload images but may not approve them (separation of duties).
+    let r = h.api(Method::POST, &path, Some(Role::Operator), None).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(golden().await["kernels"], json!([]));
+
+    let before = h.audit.len();
+    let r = h.api(Method::POST, &path, Some(Role::Admin), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["changed"], true);
+    assert_eq!(r.json()["component"], "kernel");
+    let g = golden().await;
+    assert_eq!(g["mode"], "enforce");
+    assert_eq!(g["kernels"][0]["sha256"], h.kernel.as_str());
+    assert!(g["kernels"][0]["label"].as_str().unwrap().contains("guest"));
+    assert_eq!(h.audit.len(), before + 1);
+    let e = h.audit.last().unwrap();
+    assert_eq!(
+        (e.action.as_str(), e.outcome, e.target.clone()),
+        (
+            "image.approve",
+            Outcome::Success,
+            format!("image:{}", h.kernel)
+        )
+    );
+    // Idempotent; the initrd lands in its own set; persisted on disk.
+    let r = h.api(Method::POST, &path, Some(Role::Admin), None).await;
+    assert_eq!(r.json()["changed"], false);
+    let r = h
+        .api(
+            Method::POST,
+            &format!("/api/v1/images/{}/approval", h.initrd),
+            Some(Role::Admin),
+            None,
+        )
+        .await;
+    assert_eq!(r.json()["component"], "initrd");
+    assert_eq!(golden().await["initrds"][0]["sha256"], h.initrd.as_str());
+    let on_disk = std::fs::read_to_string(h._dir.path().join("golden.json")).unwrap();
+    assert!(on_disk.contains(&h.kernel) && on_disk.contains(&h.initrd));
+
+    // Bad and unknown digests: 4xx naming the field, audited as failures only when well formed.
+    let r = h
+        .api(
+            Method::POST,
+            "/api/v1/images/XYZ/approval",
+            Some(Role::Admin),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text());
+    assert_eq!(r.problem_field().as_deref(), Some("sha256"));
+    let unknown = format!("/api/v1/images/{}/approval", "ab".repeat(32));
+    let r = h.api(Method::POST, &unknown, Some(Role::Admin), None).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(h.audit.last().unwrap().outcome, Outcome::Failure);
+
+    // Withdrawal.
+    let r = h.api(Method::DELETE, &path, Some(Role::Admin), None).await;
+    assert_eq!(
+        (r.status, r.json()["changed"].clone()),
+        (StatusCode::OK, json!(true))
+    );
+    assert_eq!(h.audit.last().unwrap().action, "image.revoke");
+    assert_eq!(golden().await["kernels"], json!([]));
 }
 
 fn from_peer(uri: &str, peer: &str) -> Request<Body> {

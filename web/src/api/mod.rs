@@ -3,6 +3,7 @@
 pub mod attest;
 pub mod audit;
 pub mod evidence;
+pub mod golden;
 pub mod images;
 pub mod misc;
 pub mod patches;

@@ -197,8 +197,12 @@ pub(crate) async fn record(app: &AppState, ctx: &Ctx, new: NewPatch) -> Result<V
                 .evidence
                 .get()
                 .and_then(|svc| svc.approve(&record));
-            let (outcome, extra) = match approved {
-                Some(n) => (Outcome::Success, json!({ "digests_added": n })),
+            let (outcome, extra) = match &approved {
+                Some(Ok(n)) => (Outcome::Success, json!({ "digests_added": n })),
+                Some(Err(e)) => (
+                    Outcome::Failure,
+                    json!({ "error": crate::ops::error_chain(e) }),
+                ),
                 None => (
                     Outcome::Failure,
                     json!({ "error": "this appliance has no measured-boot golden set to update" }),
@@ -217,7 +221,12 @@ pub(crate) async fn record(app: &AppState, ctx: &Ctx, new: NewPatch) -> Result<V
                 d,
             )
             .await?;
-            json!({ "approved": approved.is_some(), "digests_added": approved.unwrap_or(0) })
+            let added = match approved {
+                Some(Ok(n)) => Some(n),
+                Some(Err(e)) => return Err(ApiError::internal(e)),
+                None => None,
+            };
+            json!({ "approved": added.is_some(), "digests_added": added.unwrap_or(0) })
         }
     };
     let recorded = LedgerRecord { seq, record };

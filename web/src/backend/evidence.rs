@@ -20,7 +20,7 @@ use sakshi_reports::{
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// The appliance's TPM as the exporter's quote source.
 pub struct TpmQuotes(pub sakshi_attest::Tpm);
@@ -37,39 +37,34 @@ pub trait GoldenSet: Send + Sync {
     fn policy(&self) -> Policy;
     /// Adds the patched image of `record` (if it names one); returns how many digests were
     /// added.
-    fn approve(&self, record: &PatchRecord) -> usize;
+    fn approve(&self, record: &PatchRecord) -> Result<usize, crate::golden::GoldenError>;
 }
 
-/// Measured boot's live policy as the golden set: approvals take effect for the next boot.
+/// Measured boot's persisted golden set ([`crate::golden::GoldenStore`]): approvals are
+/// written to disk and take effect for the next boot.
 pub struct MeasuredGolden {
-    boot: Arc<sakshi_attest::MeasuredBoot>,
-    /// Serialises read-modify-write of the policy.
-    lock: Mutex<()>,
+    store: Arc<crate::golden::GoldenStore>,
 }
 
 impl MeasuredGolden {
-    /// Wraps measured boot.
-    pub fn new(boot: Arc<sakshi_attest::MeasuredBoot>) -> MeasuredGolden {
-        MeasuredGolden {
-            boot,
-            lock: Mutex::new(()),
-        }
+    /// Wraps the golden store.
+    pub fn new(store: Arc<crate::golden::GoldenStore>) -> MeasuredGolden {
+        MeasuredGolden { store }
     }
 }
 
 impl GoldenSet for MeasuredGolden {
     fn policy(&self) -> Policy {
-        self.boot.policy()
+        self.store.policy()
     }
 
-    fn approve(&self, record: &PatchRecord) -> usize {
-        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-        let mut policy = self.boot.policy();
-        let added = record.approve_into(&mut policy);
-        if added > 0 {
-            self.boot.set_policy(policy);
-        }
-        added
+    fn approve(&self, record: &PatchRecord) -> Result<usize, crate::golden::GoldenError> {
+        let mut added = 0;
+        self.store.update(|p| {
+            added = record.approve_into(p);
+            added > 0
+        })?;
+        Ok(added)
     }
 }
 
@@ -319,7 +314,10 @@ impl EvidenceService {
 
     /// Approves a recorded patch's image into the golden set; `None` when the appliance has
     /// no golden set to update.
-    pub fn approve(&self, record: &PatchRecord) -> Option<usize> {
+    pub fn approve(
+        &self,
+        record: &PatchRecord,
+    ) -> Option<Result<usize, crate::golden::GoldenError>> {
         self.golden.as_ref().map(|g| g.approve(record))
     }
 
@@ -331,7 +329,12 @@ impl EvidenceService {
         };
         Ok(load_ledger(&self.log)?
             .iter()
-            .map(|(_, r)| g.approve(r))
+            .map(|(_, r)| {
+                g.approve(r).unwrap_or_else(|e| {
+                    tracing::error!(error = %crate::ops::error_chain(&e), patch = %r.id, "cannot re-apply a patch's golden image");
+                    0
+                })
+            })
             .sum())
     }
 
@@ -793,14 +796,14 @@ pub(crate) mod tests {
 
     /// A golden set kept in memory.
     #[derive(Default)]
-    pub struct MemGolden(pub Mutex<Policy>);
+    pub struct MemGolden(pub std::sync::Mutex<Policy>);
 
     impl GoldenSet for MemGolden {
         fn policy(&self) -> Policy {
             self.0.lock().unwrap().clone()
         }
-        fn approve(&self, record: &PatchRecord) -> usize {
-            record.approve_into(&mut self.0.lock().unwrap())
+        fn approve(&self, record: &PatchRecord) -> Result<usize, crate::golden::GoldenError> {
+            Ok(record.approve_into(&mut self.0.lock().unwrap()))
         }
     }
 

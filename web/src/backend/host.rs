@@ -338,7 +338,7 @@ impl BootMeasurer for Measurer {
         let cmdline_sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(m.cmdline.as_bytes()));
         let config_sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(m.config_json));
         let measuring = std::time::Instant::now();
-        let pcr = match &self.boot {
+        let (pcr, unapproved) = match &self.boot {
             Some(boot) => {
                 let result = boot
                     .measure_digests(&sakshi_attest::VmBootDigests {
@@ -351,36 +351,55 @@ impl BootMeasurer for Measurer {
                     .map_err(|e| MeasureError::Unavailable {
                         source: Box::new(e),
                     })?;
-                if !result.may_boot() {
-                    return Err(MeasureError::Refused {
-                        reason: format!("{:?}", result.decision),
-                    });
-                }
-                Some(boot.tpm().pcr())
+                let unapproved = match &result.decision {
+                    sakshi_attest::PolicyDecision::Approved => Vec::new(),
+                    sakshi_attest::PolicyDecision::Flagged { unapproved } => unapproved.clone(),
+                    sakshi_attest::PolicyDecision::Refused { unapproved } => {
+                        let parts: Vec<String> = unapproved
+                            .iter()
+                            .map(|u| format!("{} {} is not approved", u.component.name(), u.sha256))
+                            .collect();
+                        return Err(MeasureError::Refused {
+                            reason: parts.join("; "),
+                        });
+                    }
+                };
+                (Some(boot.tpm().pcr()), Some(unapproved))
             }
-            None => None,
+            None => (None, None),
+        };
+        let approved = |component: sakshi_attest::BootComponent, sha: &[u8; 32]| {
+            unapproved.as_ref().map(|list| {
+                !list
+                    .iter()
+                    .any(|u| u.component == component && u.sha256.0 == *sha)
+            })
         };
         let mut list = vec![Measurement {
             what: "kernel".into(),
             sha256: hex::encode(m.kernel_sha256),
             pcr,
+            approved: approved(sakshi_attest::BootComponent::Kernel, &m.kernel_sha256),
         }];
         if let Some(i) = m.initrd_sha256 {
             list.push(Measurement {
                 what: "initrd".into(),
                 sha256: hex::encode(i),
                 pcr,
+                approved: approved(sakshi_attest::BootComponent::Initrd, &i),
             });
         }
         list.push(Measurement {
             what: "cmdline".into(),
             sha256: cmdline_sha,
             pcr,
+            approved: None,
         });
         list.push(Measurement {
             what: "config".into(),
             sha256: config_sha,
             pcr,
+            approved: None,
         });
         self.measured.fetch_add(1, Ordering::Relaxed);
         if let Some(t) = self.telemetry.get() {

@@ -16,5 +16,5 @@ pub use audit_port::{
 };
 pub use vm_port::{
     HostInfo, ImageRef, Measurement, StateChange, VmBackend, VmDetail, VmError, VmSpec, VmState,
-    VmSummary,
+    VmSummary, policy_verdict,
 };

@@ -130,6 +130,22 @@ pub struct Measurement {
     pub sha256: String,
     /// PCR it was extended into, if any.
     pub pcr: Option<u32>,
+    /// Whether the image is in the golden set (kernel and initrd under an image policy; absent
+    /// for the command line and config, and without measured boot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved: Option<bool>,
+}
+
+/// The image-policy verdict a boot's measurements record: `approved`, `flagged` (booted in
+/// audit mode with an image outside the golden set) or `unmeasured`.
+pub fn policy_verdict(measurements: &[Measurement]) -> &'static str {
+    if measurements.iter().any(|m| m.approved == Some(false)) {
+        "flagged"
+    } else if measurements.iter().any(|m| m.approved == Some(true)) {
+        "approved"
+    } else {
+        "unmeasured"
+    }
 }
 
 /// Everything about one VM.

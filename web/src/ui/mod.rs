@@ -1,6 +1,7 @@
 //! The server-rendered dashboard (askama templates in `templates/`). Every page works without
 //! JavaScript; every form carries the session's CSRF token.
 
+pub mod attestation;
 pub mod audit;
 pub mod auth;
 pub mod evidence;

@@ -1,4 +1,4 @@
-//! Overview and attestation pages.
+//! The overview page.
 
 use super::{Chrome, UiError, UiResult, fmt_time, render, short};
 use crate::api::types::Overview;
@@ -59,52 +59,6 @@ pub async fn page(State(app): State<AppState>, ctx: Ctx) -> Result<Response, UiE
             uptime: fmt_uptime(o.uptime_s),
             siem: o.siem.as_ref().map(siem_view),
             o,
-        },
-    ))
-}
-
-struct MeasuredVm {
-    id: String,
-    name: String,
-    state: String,
-    measurements: Vec<crate::backend::Measurement>,
-}
-
-#[derive(Template)]
-#[template(path = "attestation.html")]
-struct AttestationPage {
-    c: Chrome,
-    host: crate::backend::HostInfo,
-    vms: Vec<MeasuredVm>,
-}
-
-/// `GET /attestation`
-pub async fn attestation(State(app): State<AppState>, ctx: Ctx) -> Result<Response, UiError> {
-    let (host, vms) = app
-        .blocking(|i| -> Result<_, crate::error::ApiError> {
-            let host = i.vms.host_info();
-            let mut out = Vec::new();
-            for v in i.vms.list()?.into_iter().take(100) {
-                if let Ok(d) = i.vms.show(&v.id) {
-                    out.push(MeasuredVm {
-                        id: v.id,
-                        name: v.name,
-                        state: v.state.as_str().to_owned(),
-                        measurements: d.measurements,
-                    });
-                }
-            }
-            Ok((host, out))
-        })
-        .await
-        .ui(&ctx)?
-        .ui(&ctx)?;
-    Ok(render(
-        StatusCode::OK,
-        &AttestationPage {
-            c: Chrome::new(&ctx, "attestation"),
-            host,
-            vms,
         },
     ))
 }
