@@ -340,16 +340,30 @@ pub fn audit_filter(q: &AuditQueryParams) -> Result<(AuditFilter, AuditCursor, u
     ))
 }
 
+/// Which form of the entries a page read returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryForm {
+    /// Everything, details included (the API).
+    Full,
+    /// Without the details, which the dashboard's table does not show (copying them was most
+    /// of a page's cost).
+    Summary,
+}
+
 /// Reads one page of the audit log; the read itself is audited.
 pub async fn audit_page(
     app: &AppState,
     ctx: &Ctx,
     q: &AuditQueryParams,
+    form: EntryForm,
 ) -> Result<AuditPage, ApiError> {
     let (filter, cursor, limit) = audit_filter(q)?;
     let f2 = filter.clone();
     let page = app
-        .blocking(move |i| i.audit.query(&f2, cursor, limit))
+        .blocking(move |i| match form {
+            EntryForm::Full => i.audit.query(&f2, cursor, limit),
+            EntryForm::Summary => i.audit.query_summaries(&f2, cursor, limit),
+        })
         .await??;
     let cursor_desc = match cursor {
         AuditCursor::Newest => json!(null),

@@ -22,7 +22,9 @@ pub async fn entries(
     ctx: Ctx,
     ApiQuery(q): ApiQuery<AuditQueryParams>,
 ) -> Result<Json<AuditPage>, ApiError> {
-    Ok(Json(ops::audit_page(&app, &ctx, &q).await?))
+    Ok(Json(
+        ops::audit_page(&app, &ctx, &q, ops::EntryForm::Full).await?,
+    ))
 }
 
 /// `GET /api/v1/audit/entries/{index}`

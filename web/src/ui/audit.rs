@@ -3,9 +3,7 @@
 use super::{Chrome, UiError, UiForm, UiResult, fmt_time, render, url_encode};
 use crate::actions::AuditAction;
 use crate::api::types::AuditQueryParams;
-use crate::backend::{
-    AuditCursor, AuditEntryView, AuditPage, InclusionProofView, Outcome, VerifyReport,
-};
+use crate::backend::{AuditEntryView, InclusionProofView, Outcome, VerifyReport};
 use crate::ctx::Ctx;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -152,7 +150,7 @@ async fn audit_list(
     verify: Option<VerifyReport>,
 ) -> Result<Response, UiError> {
     let result = match q.to_params() {
-        Ok(p) => summaries_page(app, ctx, &p).await,
+        Ok(p) => crate::ops::audit_page(app, ctx, &p, crate::ops::EntryForm::Summary).await,
         Err(e) => Err(e),
     };
     let (entries, newer, older, error, status) = match result {
@@ -184,43 +182,6 @@ async fn audit_list(
             verify,
         },
     ))
-}
-
-/// One page for the table: as [`crate::ops::audit_page`] (the same audited read, the same
-/// audit record), but without the entries' details, which the table does not show (copying
-/// them was most of a page's cost).
-async fn summaries_page(
-    app: &AppState,
-    ctx: &Ctx,
-    q: &AuditQueryParams,
-) -> Result<AuditPage, ApiError> {
-    let (filter, cursor, limit) = crate::ops::audit_filter(q)?;
-    let f2 = filter.clone();
-    let page = app
-        .blocking(move |i| i.audit.query_summaries(&f2, cursor, limit))
-        .await??;
-    let cursor_desc = match cursor {
-        AuditCursor::Newest => json!(null),
-        AuditCursor::Before(b) => json!({ "before": b }),
-        AuditCursor::After(a) => json!({ "after": a }),
-    };
-    app.audit(
-        ctx,
-        AuditAction::AuditRead,
-        "audit_log:entries",
-        Outcome::Success,
-        json!({
-            "kind": "entries",
-            "filter": {
-                "actor": filter.actor, "action": filter.action, "target": filter.target,
-                "outcome": filter.outcome, "since": filter.since, "until": filter.until,
-            },
-            "cursor": cursor_desc,
-            "returned": page.entries.len(),
-        }),
-    )
-    .await?;
-    Ok(page)
 }
 
 /// `GET /audit`
