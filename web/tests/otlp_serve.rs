@@ -91,9 +91,15 @@ fn otlp_kvm_swtpm_serve_exports_audit_spans_console_and_metrics() -> Result<()> 
                 && x["event_name"] == "vm.running"
                 && x["attributes"]["sakshi.target"] == format!("vm:{id}")
         });
-        let lifecycle = ["POST /api/v1/vms", "vm.lifecycle", "vm.measure", "vm.boot"]
-            .iter()
-            .all(|n| !spans(l, n).is_empty());
+        let lifecycle = [
+            "POST /api/v1/vms",
+            "vm.lifecycle",
+            "vm.measure",
+            "vm.boot",
+            "vm.stopped",
+        ]
+        .iter()
+        .all(|n| !spans(l, n).is_empty());
         let echoed = console_of(l, &id)
             .iter()
             .any(|x| x["attributes"].get("sakshi.guest.trace_id").is_some());
@@ -162,6 +168,16 @@ fn otlp_kvm_swtpm_serve_exports_audit_spans_console_and_metrics() -> Result<()> 
         ensure!(s["trace_id"] == TRACE, "{s}");
         ensure!(s["parent_span_id"] == lifecycle["span_id"], "{s}");
     }
+    // The guest powered off: a `vm.stopped` span in the same trace, with the reason.
+    let stopped = spans(&lines, "vm.stopped")
+        .into_iter()
+        .find(|s| s["attributes"]["sakshi.vm.id"] == id.as_str())
+        .context("no vm.stopped span")?;
+    ensure!(stopped["trace_id"] == TRACE, "{stopped}");
+    ensure!(
+        stopped["attributes"]["sakshi.vm.reason"] == "poweroff",
+        "{stopped}"
+    );
     // Request spans are named by route template, never by raw path.
     let start_like: Vec<&Value> = lines
         .iter()

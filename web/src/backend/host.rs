@@ -434,12 +434,40 @@ fn vm_event_telemetry(
     let metrics = t.telemetry.metrics();
     match &ev.state {
         // Only the first `running` (boot-complete) carries the boot latency.
-        sup::VmState::Running => {
-            if let Some(ns) = ev.boot_latency_ns {
+        sup::VmState::Running => match ev.boot_latency_ns {
+            Some(ns) => {
                 metrics.boot_latency.observe(ns as f64 / 1e9);
                 t.phase(&vm_id, trace_id, crate::otlp::VmPhase::Booted);
             }
-        }
+            None => t.phase(
+                &vm_id,
+                trace_id,
+                crate::otlp::VmPhase::Step {
+                    step: "resumed",
+                    reason: None,
+                },
+            ),
+        },
+        sup::VmState::Paused => t.phase(
+            &vm_id,
+            trace_id,
+            crate::otlp::VmPhase::Step {
+                step: "paused",
+                reason: None,
+            },
+        ),
+        sup::VmState::Stopped => t.phase(
+            &vm_id,
+            trace_id,
+            crate::otlp::VmPhase::Step {
+                step: "stopped",
+                reason: ev
+                    .exit
+                    .as_ref()
+                    .and_then(|e| e.reason.as_ref())
+                    .map(|r| r.name().to_owned()),
+            },
+        ),
         sup::VmState::Failed(reason) => t.phase(
             &vm_id,
             trace_id,

@@ -160,10 +160,19 @@ pub enum VmPhase {
     Measured,
     /// The guest signalled boot-complete (ends the lifecycle span).
     Booted,
-    /// The VM failed before it booted (ends the lifecycle span with an error).
+    /// The VM failed: before it booted this ends the lifecycle span with an error; after, it is
+    /// a `vm.failed` span of its own in the VM's trace.
     Failed {
         /// Why.
         reason: String,
+    },
+    /// A later lifecycle step of a booted VM (`paused`, `resumed`, `stopped`): a `vm.<step>`
+    /// span in the VM's trace, so a SIEM sees every operation on the VM under one trace id.
+    Step {
+        /// The step (`paused`, `resumed`, `stopped`).
+        step: &'static str,
+        /// Why (exit reason), when there is one.
+        reason: Option<String>,
     },
 }
 
@@ -177,6 +186,35 @@ struct OpenVm {
     parent: Option<SpanId>,
     created: u64,
     measured: Option<u64>,
+}
+
+/// A point-in-time span `vm.<step>` in the VM's trace.
+fn step_span(
+    vm_id: &str,
+    trace_id: TraceId,
+    step: &str,
+    reason: Option<String>,
+    status: SpanStatus,
+    now: u64,
+) -> FinishedSpan {
+    let mut attributes = vec![
+        KeyValue::new("sakshi.vm.id", vm_id.to_owned()),
+        KeyValue::new("sakshi.vm.state", step.to_owned()),
+    ];
+    if let Some(r) = reason {
+        attributes.push(KeyValue::new("sakshi.vm.reason", r));
+    }
+    FinishedSpan {
+        name: format!("vm.{step}"),
+        trace_id,
+        span_id: SpanId::random(),
+        parent: None,
+        kind: SpanKind::Internal,
+        start_unix_nano: now,
+        end_unix_nano: now,
+        attributes,
+        status,
+    }
 }
 
 /// Turns lifecycle phases into spans: a root `vm.lifecycle` (create -> booted) with children
@@ -233,6 +271,26 @@ impl VmTracker {
                     vm.measured = Some(now);
                     out.push(child("vm.measure", vm, vm.created, SpanStatus::Unset));
                 }
+            }
+            VmPhase::Step { step, reason } => {
+                out.push(step_span(
+                    vm_id,
+                    trace_id,
+                    step,
+                    reason,
+                    SpanStatus::Unset,
+                    now,
+                ));
+            }
+            VmPhase::Failed { reason } if !self.open.contains_key(vm_id) => {
+                out.push(step_span(
+                    vm_id,
+                    trace_id,
+                    "failed",
+                    None,
+                    SpanStatus::Error(reason),
+                    now,
+                ));
             }
             VmPhase::Booted | VmPhase::Failed { .. } => {
                 if let Some(vm) = self.open.remove(vm_id) {
@@ -327,5 +385,57 @@ mod tests {
         );
         assert_eq!(spans[1].status, SpanStatus::Error("triple fault".into()));
         assert_eq!(spans[1].parent, None);
+    }
+
+    #[test]
+    fn later_steps_are_spans_in_the_vm_trace() {
+        let mut t = VmTracker::default();
+        let trace = TraceId::random();
+        t.phase("vm-3", trace, VmPhase::Created { parent: None }, 1);
+        assert_eq!(t.phase("vm-3", trace, VmPhase::Booted, 2).len(), 2);
+        let paused = t.phase(
+            "vm-3",
+            trace,
+            VmPhase::Step {
+                step: "paused",
+                reason: None,
+            },
+            3,
+        );
+        assert_eq!(paused.len(), 1);
+        assert_eq!(
+            (paused[0].name.as_str(), paused[0].trace_id),
+            ("vm.paused", trace)
+        );
+        let stopped = t.phase(
+            "vm-3",
+            trace,
+            VmPhase::Step {
+                step: "stopped",
+                reason: Some("poweroff".into()),
+            },
+            4,
+        );
+        assert!(
+            stopped[0]
+                .attributes
+                .iter()
+                .any(|kv| kv.key.as_str() == "sakshi.vm.reason")
+        );
+        // A failure after boot is its own error span.
+        let failed = t.phase(
+            "vm-3",
+            trace,
+            VmPhase::Failed {
+                reason: "killed by signal 9".into(),
+            },
+            5,
+        );
+        assert_eq!(failed.len(), 1);
+        assert_eq!(failed[0].name, "vm.failed");
+        assert_eq!(
+            failed[0].status,
+            SpanStatus::Error("killed by signal 9".into())
+        );
     }
 }
