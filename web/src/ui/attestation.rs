@@ -317,21 +317,13 @@ pub async fn show(State(app): State<AppState>, ctx: Ctx) -> Result<Response, UiE
     page(&app, &ctx, None).await
 }
 
-/// The "quote and verify now" form (only the CSRF token).
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct VerifyForm {
-    #[allow(dead_code)]
-    csrf: String,
-}
-
 /// `POST /attestation/verify`: a quote with a fresh random nonce, verified at once against the
 /// AK, the event log, the golden values and the audit log's checkpoints; audited as
 /// `attest.quote`.
 pub async fn verify(
     State(app): State<AppState>,
     ctx: Ctx,
-    UiForm(_f): UiForm<VerifyForm>,
+    UiForm(_f): UiForm<super::ButtonForm>,
 ) -> Result<Response, UiError> {
     let nonce: [u8; 32] = rand::random();
     let nonce_hex = hex::encode(nonce);

@@ -247,19 +247,11 @@ pub async fn entry(
     ))
 }
 
-/// The verify button.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct VerifyForm {
-    #[allow(dead_code)]
-    csrf: String,
-}
-
 /// `POST /audit/verify`
 pub async fn verify(
     State(app): State<AppState>,
     ctx: Ctx,
-    UiForm(_f): UiForm<VerifyForm>,
+    UiForm(_f): UiForm<super::ButtonForm>,
 ) -> Result<Response, UiError> {
     let report = crate::api::audit::run_verify(&app, &ctx).await.ui(&ctx)?;
     audit_list(&app, &ctx, UiAuditQuery::default(), Some(report)).await

@@ -17,6 +17,7 @@ use askama::Template;
 use axum::extract::{FromRequest, Path, Request};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 /// What every page's frame needs.
@@ -194,6 +195,14 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for UiForm<T> {
                 )
             })
     }
+}
+
+/// The body of a button that only posts the CSRF token (the route guard checks it).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ButtonForm {
+    #[allow(dead_code)]
+    csrf: String,
 }
 
 /// Percent-encodes a string for a query parameter.

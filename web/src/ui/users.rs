@@ -122,20 +122,12 @@ pub async fn create(
     }
 }
 
-/// A button form.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ButtonForm {
-    #[allow(dead_code)]
-    csrf: String,
-}
-
 /// `POST /users/{name}/delete`
 pub async fn delete(
     State(app): State<AppState>,
     ctx: Ctx,
     Path(name): Path<String>,
-    UiForm(_f): UiForm<ButtonForm>,
+    UiForm(_f): UiForm<super::ButtonForm>,
 ) -> Result<Response, UiError> {
     ops::delete_user(&app, &ctx, name).await.ui(&ctx)?;
     Ok(see_other("/users"))
@@ -297,7 +289,7 @@ pub async fn token_revoke(
     State(app): State<AppState>,
     ctx: Ctx,
     Path(id): Path<String>,
-    UiForm(_f): UiForm<ButtonForm>,
+    UiForm(_f): UiForm<super::ButtonForm>,
 ) -> Result<Response, UiError> {
     ops::revoke_token(&app, &ctx, id).await.ui(&ctx)?;
     account_page(

@@ -252,14 +252,6 @@ pub async fn detail(
     ))
 }
 
-/// The body of an action button.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ActionForm {
-    #[allow(dead_code)]
-    csrf: String,
-}
-
 async fn act(app: AppState, ctx: Ctx, id: String, a: VmAction) -> Result<Response, UiError> {
     ops::vm_action(&app, &ctx, id.clone(), a).await.ui(&ctx)?;
     if a == VmAction::Destroy {
@@ -276,7 +268,7 @@ macro_rules! action_handler {
             State(app): State<AppState>,
             ctx: Ctx,
             Path(id): Path<String>,
-            UiForm(_f): UiForm<ActionForm>,
+            UiForm(_f): UiForm<super::ButtonForm>,
         ) -> Result<Response, UiError> {
             act(app, ctx, id, $action).await
         }
